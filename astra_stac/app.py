@@ -1,0 +1,135 @@
+"""The application factory: stac-fastapi-pgstac under `/api/v1`, plus astra's routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI
+from stac_fastapi.extensions.sort import SearchSortExtension
+from stac_fastapi.extensions.sort.sort import SortConformanceClasses
+from stac_fastapi.pgstac.app import instantiate_api
+from stac_fastapi.pgstac.config import Settings as PgstacSettings
+from stac_fastapi.pgstac.db import con_init, get_connection
+from stac_fastapi.pgstac.models.extensions import Extensions
+
+from astra_stac import __version__
+from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier
+from astra_stac.catalog import Catalog
+from astra_stac.db.dsn import configured_dsn
+from astra_stac.errors import register_error_handlers
+from astra_stac.providers import ProviderRegistry, load_registry
+from astra_stac.scenes import ScenesExtension
+from astra_stac.settings import ApiSettings, DatabaseSettings
+from astra_stac.stac.client import AstraCoreClient
+
+PREFIX = "/api/v1"
+# Routes anyone may call; everything else needs a key (unless auth is off).
+PUBLIC_PATHS = frozenset(
+    {
+        PREFIX,
+        f"{PREFIX}/",
+        f"{PREFIX}/conformance",
+        f"{PREFIX}/api",
+        f"{PREFIX}/api.html",
+        f"{PREFIX}/docs/oauth2-redirect",
+        f"{PREFIX}/_mgmt/ping",
+        f"{PREFIX}/_mgmt/health",
+    }
+)
+READ_ONLY_POSTS = frozenset({f"{PREFIX}/search"})
+# pystac-client only recognises v1.0.* conformance URIs; advertise both forms.
+SORT_CONFORMANCE = [
+    SortConformanceClasses.ITEM_SEARCH_SORT,
+    SortConformanceClasses.ITEM_SEARCH_SORTABLES,
+    "https://api.stacspec.org/v1.0.0/item-search#sort",
+    "https://api.stacspec.org/v1.0.0-rc.1/item-search#sort",
+]
+
+
+def _pgstac_settings(api: ApiSettings) -> PgstacSettings:
+    return PgstacSettings(
+        prefix_path=PREFIX,
+        openapi_url=f"{PREFIX}/api",
+        docs_url=f"{PREFIX}/api.html",
+        stac_fastapi_title=api.api_title,
+        stac_fastapi_description=api.api_description,
+        stac_fastapi_version=__version__,
+        stac_fastapi_landing_id="astra-stac",
+        enable_transactions_extensions=api.transactions_enabled,
+        cors_origins=api.cors_origins,
+        cors_headers=["Content-Type", "Authorization"],
+        use_api_hydrate=True,
+    )
+
+
+def create_app(
+    api_settings: ApiSettings | None = None,
+    dsn: str | None = None,
+    registry: ProviderRegistry | None = None,
+) -> FastAPI:
+    """Build the API. Nothing connects until the app starts."""
+    api_settings = api_settings or ApiSettings()
+    db_settings = DatabaseSettings()
+    dsn = dsn if dsn is not None else configured_dsn(db_settings)
+    if dsn is None:
+        raise RuntimeError(
+            "No database configured: set ASTRA_DATABASE_URL (or the PG* variables), "
+            "or run `astra-stac serve`, which starts an embedded PostgreSQL."
+        )
+    registry = registry or load_registry(api_settings.providers_file)
+    pgstac_settings = _pgstac_settings(api_settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server_settings = {"search_path": "pgstac,public", "application_name": "astra-stac"}
+        writer = await asyncpg.create_pool(
+            dsn or None,
+            min_size=db_settings.pool_min_size,
+            max_size=db_settings.pool_max_size,
+            init=con_init,
+            server_settings=server_settings,
+        )
+        reader = writer
+        if db_settings.reader_url:
+            reader = await asyncpg.create_pool(
+                db_settings.reader_url,
+                min_size=db_settings.pool_min_size,
+                max_size=db_settings.pool_max_size,
+                init=con_init,
+                server_settings=server_settings,
+            )
+        app.state.writepool, app.state.readpool = writer, reader
+        app.state.get_connection = get_connection
+        app.state.catalog = Catalog(registry, reader, ttl=api_settings.collection_cache_seconds)
+        app.state.key_verifier = KeyVerifier(writer, api_settings.key_last_used_flush_seconds)
+        app.state.key_verifier.start()
+        try:
+            yield
+        finally:
+            await app.state.key_verifier.stop()
+            if reader is not writer:
+                await reader.close()
+            await writer.close()
+
+    extensions = Extensions(
+        settings=pgstac_settings,
+        search_map={"sort": SearchSortExtension(conformance_classes=SORT_CONFORMANCE)},
+        extra_map={"scenes": ScenesExtension()},
+    )
+    api = instantiate_api(
+        client=AstraCoreClient,
+        extensions=extensions,
+        lifespan=lifespan,
+        settings=pgstac_settings,
+    )
+    app = api.app
+    app.state.api_settings = api_settings
+    app.state.registry = registry
+    register_error_handlers(app)
+    app.add_middleware(
+        ApiKeyMiddleware,
+        policy=AccessPolicy(public_paths=PUBLIC_PATHS, read_only_posts=READ_ONLY_POSTS),
+    )
+    return app

@@ -1,0 +1,1 @@
+"""API keys: creation, storage as hashes, verification and the route dependency."""

@@ -1,0 +1,151 @@
+"""Checking Bearer keys on each request, and the middleware that does it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from asyncpg import Pool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
+
+from astra_stac.auth.keys import Scope, StoredKey, hash_key, lookup_id_of, matches
+from astra_stac.errors import AstraError, Forbidden, Unauthorized, error_response
+
+logger = logging.getLogger(__name__)
+_NO_SUCH_KEY = hash_key("astra_sk_live_no-such-key")
+
+
+class KeyVerifier:
+    """Verifies keys against `astra.api_keys` on the primary database.
+
+    Every request reads the key row (an index lookup), so a revoked key fails on
+    its next request. Last-used times are kept in memory and written in one
+    statement every `flush_seconds`, not on every request.
+    """
+
+    def __init__(self, pool: Pool, flush_seconds: float = 30.0) -> None:
+        self._pool = pool
+        self._flush_seconds = flush_seconds
+        self._last_used: dict[int, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def verify(self, secret: str) -> StoredKey:
+        """The stored key behind `secret`, or `Unauthorized`."""
+        lookup_id = lookup_id_of(secret)
+        row = None
+        if lookup_id is not None:
+            row = await self._pool.fetchrow(
+                "SELECT id, name, lookup_id, key_hash, scope, revoked_at"
+                " FROM astra.api_keys WHERE lookup_id = $1",
+                lookup_id,
+            )
+        stored_hash = bytes(row["key_hash"]) if row is not None else _NO_SUCH_KEY
+        if not matches(secret, stored_hash) or row is None or row["revoked_at"] is not None:
+            raise Unauthorized("Missing or invalid API key.")
+        self._last_used[row["id"]] = datetime.now(UTC)
+        return StoredKey(
+            id=row["id"],
+            name=row["name"],
+            lookup_id=row["lookup_id"],
+            key_hash=stored_hash,
+            scope=Scope[row["scope"]],
+        )
+
+    async def flush(self) -> None:
+        """Write the collected last-used times."""
+        if not self._last_used:
+            return
+        pending, self._last_used = self._last_used, {}
+        await self._pool.execute(
+            "UPDATE astra.api_keys k SET last_used_at = GREATEST(k.last_used_at, u.used)"
+            " FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, used) WHERE k.id = u.id",
+            list(pending),
+            list(pending.values()),
+        )
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            try:
+                await self.flush()
+            except Exception:  # the database may be away; try again next round
+                logger.warning("could not record API key last-used times", exc_info=True)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+
+def bearer_secret(headers: Headers) -> str | None:
+    """The key from `Authorization: Bearer <key>`, if any."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Which paths are public and which method/path pairs need more than read scope."""
+
+    public_paths: frozenset[str]
+    read_only_posts: frozenset[str]
+    write_methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def required_scope(self, method: str, path: str) -> Scope | None:
+        """None for a public request, else the scope it needs."""
+        if method == "OPTIONS" or path in self.public_paths:
+            return None
+        if method in self.write_methods and path not in self.read_only_posts:
+            return Scope.write
+        return Scope.read
+
+
+class ApiKeyMiddleware:
+    """Checks the Bearer key of every non-public request before any route runs.
+
+    A middleware rather than per-route dependencies, so that every route —
+    STAC, scenes, assets, tiles, and any mounted later — is covered by the one
+    explicit public list in `AccessPolicy`.
+    """
+
+    def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fastapi_app = scope["app"]
+        needed = self.policy.required_scope(scope["method"], scope["path"])
+        if needed is None or not fastapi_app.state.api_settings.auth_enabled:
+            await self.app(scope, receive, send)
+            return
+        try:
+            secret = bearer_secret(Headers(scope=scope))
+            if secret is None:
+                raise Unauthorized("Missing API key: send 'Authorization: Bearer astra_sk_live_…'.")
+            key = await fastapi_app.state.key_verifier.verify(secret)
+            if key.scope < needed:
+                raise Forbidden(
+                    f"This key has {key.scope.name} scope; this request needs {needed.name}."
+                )
+        except AstraError as exc:
+            response = error_response(exc.status_code, exc.code, exc.description, exc.headers)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = key
+        await self.app(scope, receive, send)

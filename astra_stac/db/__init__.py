@@ -1,0 +1,1 @@
+"""Database access: connection strings, pools and migrations."""

@@ -1,0 +1,189 @@
+"""One error hierarchy, one status map, one JSON shape: `{"code", "description"}`.
+
+Registered once on the app, so STAC, scene, asset and tiler routes all answer
+bad input the same way and never leak a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asyncpg import exceptions as pg_errors
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import JSONResponse
+from stac_fastapi.types import errors as stac_errors
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class AstraError(Exception):
+    """Base of every error the API reports on purpose."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidIdFormat(AstraError):
+    """A scene id that is not `provider:original_id`."""
+
+    status_code = 400
+    code = "INVALID_ID_FORMAT"
+
+
+class InvalidParameter(AstraError):
+    """A query parameter or body field the API cannot use."""
+
+    status_code = 400
+    code = "INVALID_PARAMETER"
+
+
+class SceneNotFound(AstraError):
+    """A well-formed scene id with no scene behind it."""
+
+    status_code = 404
+    code = "SCENE_NOT_FOUND"
+
+
+class NotFound(AstraError):
+    """Any other resource that does not exist."""
+
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class Unauthorized(AstraError):
+    """No API key, or one that is unknown or revoked."""
+
+    status_code = 401
+    code = "UNAUTHORIZED"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AstraError):
+    """A valid key without the scope the route needs."""
+
+    status_code = 403
+    code = "FORBIDDEN"
+
+
+class Conflict(AstraError):
+    """The request clashes with what is stored."""
+
+    status_code = 409
+    code = "CONFLICT"
+
+
+class ServiceUnavailable(AstraError):
+    """A dependency (the database) cannot be reached right now."""
+
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+
+
+_STATUS_CODES = {
+    400: "INVALID_PARAMETER",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "INVALID_PARAMETER",
+    424: "DATABASE_ERROR",
+    429: "TOO_MANY_REQUESTS",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+# stac-fastapi's own exceptions and the database driver's, mapped once.
+_FOREIGN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    stac_errors.NotFoundError: (404, "NOT_FOUND"),
+    stac_errors.ConflictError: (409, "CONFLICT"),
+    stac_errors.ForeignKeyError: (400, "INVALID_PARAMETER"),
+    stac_errors.DatabaseError: (400, "INVALID_PARAMETER"),
+    stac_errors.InvalidQueryParameter: (400, "INVALID_PARAMETER"),
+    pg_errors.DataError: (400, "INVALID_PARAMETER"),
+    pg_errors.SyntaxOrAccessError: (400, "INVALID_PARAMETER"),
+    pg_errors.RaiseError: (400, "INVALID_PARAMETER"),
+    pg_errors.CannotConnectNowError: (503, "SERVICE_UNAVAILABLE"),
+    pg_errors.ConnectionDoesNotExistError: (503, "SERVICE_UNAVAILABLE"),
+    pg_errors.TooManyConnectionsError: (503, "SERVICE_UNAVAILABLE"),
+    ConnectionError: (503, "SERVICE_UNAVAILABLE"),
+    OSError: (503, "SERVICE_UNAVAILABLE"),
+}
+
+
+def error_response(
+    status_code: int, code: str, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The API's one error shape."""
+    return JSONResponse(
+        {"code": code, "description": description}, status_code=status_code, headers=headers
+    )
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{location}: {error.get('msg', 'invalid')}" if location else error["msg"])
+    return "; ".join(parts) or "Invalid request."
+
+
+async def _astra_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AstraError)
+    return error_response(exc.status_code, exc.code, exc.description, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, "INVALID_PARAMETER", _describe_validation(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "ERROR")
+    if exc.status_code >= 500:
+        logger.error("HTTP %s on %s: %s", exc.status_code, request.url.path, exc.detail)
+        description = "The server could not complete the request."
+    else:
+        description = str(exc.detail)
+    return error_response(exc.status_code, code, description, getattr(exc, "headers", None))
+
+
+def _foreign_error_handler(status_code: int, code: str) -> Any:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if status_code >= 500:
+            logger.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+            description = "The catalogue database is unavailable; try again shortly."
+        else:
+            description = str(exc) or type(exc).__name__
+            # pgstac prefixes its own messages; keep them short and free of SQL context.
+            description = description.splitlines()[0]
+        return error_response(status_code, code, description)
+
+    return handler
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "INTERNAL_ERROR", "The server could not complete the request.")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Install the one error shape for every route of `app`."""
+    app.add_exception_handler(AstraError, _astra_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for exc_type, (status_code, code) in _FOREIGN_ERRORS.items():
+        app.add_exception_handler(exc_type, _foreign_error_handler(status_code, code))
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""Putting provider items into pgstac: normalisation and transactional loading."""

@@ -1,0 +1,1 @@
+"""The STAC API: stac-fastapi-pgstac's client with provider-scoped ids."""

@@ -1,0 +1,129 @@
+"""stac-fastapi-pgstac's core client, taught provider-scoped ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attr
+from cql2 import Expr
+from fastapi import Request, Response
+from stac_fastapi.pgstac.core import CoreCrudClient
+from stac_fastapi.pgstac.types.search import PgstacSearch
+from stac_fastapi.types.requests import get_base_url
+from stac_fastapi.types.stac import Item, ItemCollection
+
+from astra_stac.catalog import Catalog
+from astra_stac.errors import InvalidParameter, NotFound
+from astra_stac.ids import is_scoped, parse_scene_id
+from astra_stac.stac.scoping import (
+    CollectionsOf,
+    filter_mentions_scoped_id,
+    ids_clause,
+    rewrite_id_filters,
+    scope_item,
+)
+
+GEOJSON = "application/geo+json"
+
+
+async def _collections_by_provider(catalog: Catalog) -> CollectionsOf:
+    return {
+        prefix: await catalog.collections_of(provider)
+        for prefix, provider in catalog.registry.providers.items()
+    }
+
+
+def _as_cql2_json(search: PgstacSearch) -> dict[str, Any] | None:
+    raw = getattr(search, "filter_expr", None)
+    if raw is None:
+        return None
+    try:
+        expr = Expr(raw)
+        expr.validate()
+    except Exception as exc:  # cql2 raises bare exceptions on parse errors
+        raise InvalidParameter(f"Invalid filter: {exc}") from exc
+    return dict(expr.to_json())
+
+
+def _as_geojson(result: Any) -> Any:
+    """stac-fastapi-pgstac answers `fields` searches as application/json; they are GeoJSON."""
+    if isinstance(result, Response):
+        result.headers["content-type"] = GEOJSON
+    return result
+
+
+@attr.s
+class AstraCoreClient(CoreCrudClient):
+    """Search, item-collection and item routes with provider-scoped ids.
+
+    Every search path of stac-fastapi-pgstac runs through `_search_base`; ids are
+    translated there on the way in and items scoped on the way out. The item
+    route is answered by a primary-key read instead of a search.
+    """
+
+    async def _search_base(  # type: ignore[override]
+        self, search_request: PgstacSearch, request: Request
+    ) -> ItemCollection:
+        catalog: Catalog = request.app.state.catalog
+        settings = request.app.state.api_settings
+        update: dict[str, Any] = {"conf": None}
+        limit = search_request.limit or settings.default_page_size
+        update["limit"] = min(limit, settings.max_page_size)
+
+        cql = _as_cql2_json(search_request)
+        ids = search_request.ids
+        if ids or (cql is not None and filter_mentions_scoped_id(cql)):
+            collections_of = await _collections_by_provider(catalog)
+            clauses = []
+            if cql is not None:
+                clauses.append(rewrite_id_filters(cql, collections_of))
+            if ids:
+                clauses.append(ids_clause(list(ids), collections_of))
+                update["ids"] = None
+            update["filter_expr"] = clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
+            update["filter_lang"] = "cql2-json"
+
+        fields = getattr(search_request, "fields", None)
+        if fields is not None and fields.include:
+            # ids and collections are needed to scope each item
+            fields.include = set(fields.include) | {"id", "collection"}
+        rewritten = search_request.model_copy(update=update)
+
+        result = await super()._search_base(rewritten, request)
+        base_url = get_base_url(request)
+        for feature in result.get("features", []):
+            scope_item(feature, catalog.registry, base_url)  # type: ignore[arg-type]
+        return result
+
+    async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:  # type: ignore[override]
+        return _as_geojson(await super().get_search(request, **kwargs))
+
+    async def post_search(  # type: ignore[override]
+        self, search_request: PgstacSearch, request: Request, **kwargs: Any
+    ) -> ItemCollection:
+        return _as_geojson(await super().post_search(search_request, request, **kwargs))
+
+    async def item_collection(  # type: ignore[override]
+        self, collection_id: str, request: Request, **kwargs: Any
+    ) -> ItemCollection:
+        return _as_geojson(await super().item_collection(collection_id, request, **kwargs))
+
+    async def get_item(  # type: ignore[override]
+        self, item_id: str, collection_id: str, request: Request, **kwargs: Any
+    ) -> Item:
+        """`GET /collections/{c}/items/{id}`: the id may be scoped or original."""
+        catalog: Catalog = request.app.state.catalog
+        provider = catalog.registry.provider_of_collection(collection_id)
+        original_id = item_id
+        if is_scoped(item_id):
+            scene = parse_scene_id(item_id)
+            if provider is None or scene.provider != provider.prefix:
+                raise NotFound(f"Item {item_id} in collection {collection_id} does not exist.")
+            original_id = scene.original_id
+        item = await catalog.get_item(collection_id, original_id)
+        if item is None:
+            if collection_id not in await catalog.collection_ids():
+                raise NotFound(f"Collection {collection_id} does not exist.")
+            raise NotFound(f"Item {item_id} in collection {collection_id} does not exist.")
+        item.setdefault("links", [])
+        return scope_item(item, catalog.registry, get_base_url(request))  # type: ignore[return-value]
