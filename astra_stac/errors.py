@@ -12,9 +12,9 @@ from typing import Any
 from asyncpg import exceptions as pg_errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.responses import JSONResponse
 from stac_fastapi.types import errors as stac_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
 

@@ -143,9 +143,12 @@ class EmbeddedPostgres:
             self._run_as_owner(
                 [
                     "initdb",
-                    "-D", str(self.cluster_dir),
-                    "-U", SUPERUSER,
-                    "--pwfile", str(pwfile),
+                    "-D",
+                    str(self.cluster_dir),
+                    "-U",
+                    SUPERUSER,
+                    "--pwfile",
+                    str(pwfile),
                     "--auth-host=scram-sha-256",
                     "--auth-local=scram-sha-256",
                     "--encoding=UTF8",
@@ -187,8 +190,19 @@ class EmbeddedPostgres:
         self._hand_over(log)
         try:
             self._run_as_owner(
-                ["pg_ctl", "start", "-w", "-t", "60", "-D", str(self.cluster_dir),
-                 "-l", str(log), "-o", options]
+                [
+                    "pg_ctl",
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.cluster_dir),
+                    "-l",
+                    str(log),
+                    "-o",
+                    options,
+                ]
             )
         except subprocess.CalledProcessError as exc:
             tail = log.read_text(errors="replace")[-2000:]

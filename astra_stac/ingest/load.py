@@ -9,7 +9,9 @@ from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
 
-def upsert(dsn: str, collections: Iterable[dict[str, Any]], items: Iterable[dict[str, Any]]) -> None:
+def upsert(
+    dsn: str, collections: Iterable[dict[str, Any]], items: Iterable[dict[str, Any]]
+) -> None:
     """Upsert collections, then items, each in pypgstac's own transactions."""
     with PgstacDB(dsn=dsn) as db:
         loader = Loader(db=db)

@@ -80,7 +80,9 @@ class AstraCoreClient(CoreCrudClient):
             if ids:
                 clauses.append(ids_clause(list(ids), collections_of))
                 update["ids"] = None
-            update["filter_expr"] = clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
+            update["filter_expr"] = (
+                clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
+            )
             update["filter_lang"] = "cql2-json"
 
         fields = getattr(search_request, "fields", None)

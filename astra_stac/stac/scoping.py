@@ -39,7 +39,9 @@ def ids_clause(ids: list[str], collections_of: CollectionsOf) -> dict[str, Any]:
     for provider, originals in by_provider.items():
         collections = collections_of.get(provider)
         if collections:
-            clauses.append({"op": "and", "args": [_in("id", originals), _in("collection", collections)]})
+            clauses.append(
+                {"op": "and", "args": [_in("id", originals), _in("collection", collections)]}
+            )
     if plain:
         clauses.append(_in("id", plain))
     if not clauses:

@@ -1,0 +1,37 @@
+# astra-stac: `make demo` serves the API with demo scenes; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= .astra
+
+.PHONY: demo test lint install system-deps bench clean
+
+$(BIN)/astra-stac: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "astra-stac needs Python 3.11 or newer"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: $(BIN)/astra-stac
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+demo: install system-deps
+	$(BIN)/astra-stac serve --demo --data-dir $(DATA_DIR)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+bench: install system-deps
+	$(BIN)/python benchmarks/bench_items.py
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) *.egg-info

@@ -1,0 +1,188 @@
+"""The `astra-stac` command: serve, db migrate, keys create/list/revoke."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from astra_stac.auth import store
+from astra_stac.auth.keys import Scope
+from astra_stac.db.dsn import configured_dsn
+from astra_stac.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, running_cluster
+from astra_stac.db.migrate import migrate
+from astra_stac.errors import AstraError
+from astra_stac.settings import ApiSettings, ServeSettings
+
+DEMO_KEY_NAME = "demo"
+DEMO_SCENE = "earth-search:S2A_13TDE_20231008_0_L2A"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and local storage live unless told otherwise."""
+    configured = ServeSettings().data_dir
+    if configured:
+        return configured
+    if os.geteuid() == 0:
+        return Path("/var/lib/astra-stac")
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "astra-stac"
+
+
+@contextmanager
+def database(data_dir: Path | None) -> Iterator[str]:
+    """A DSN: the configured database, or the embedded one under `data_dir`
+    (started for the block when `serve` is not already running it)."""
+    dsn = configured_dsn()
+    if dsn is not None:
+        yield dsn
+        return
+    with running_cluster(data_dir or default_data_dir()) as cluster:
+        yield cluster.dsn()
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        pgstac_version, applied = migrate(dsn)
+    print(f"pgstac {pgstac_version}; astra migrations applied: {', '.join(applied) or 'none'}")
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        migrate(dsn)
+        new, stored = store.create_key(dsn, args.name, Scope[args.scope])
+    print(f"Created {stored.scope.name} key {stored.name!r}. It is shown once; store it now:")
+    print(new.secret)
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        keys = store.list_keys(dsn)
+    print(f"{'NAME':<24} {'KEY':<24} {'SCOPE':<6} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    for key in keys:
+        created = key.created_at.strftime("%Y-%m-%d %H:%M") if key.created_at else "-"
+        used = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
+        status = "revoked" if key.revoked_at else "live"
+        shown = f"astra_sk_live_{key.lookup_id}…"
+        print(f"{key.name:<24} {shown:<24} {key.scope.name:<6} {created:<20} {used:<20} {status}")
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    with database(args.data_dir) as dsn:
+        key = store.revoke_key(dsn, args.name_or_prefix)
+    print(f"Revoked key {key.name!r} (astra_sk_live_{key.lookup_id}…).")
+    return 0
+
+
+def _load_demo(dsn: str, data_dir: Path) -> str:
+    from astra_stac.demo import load_demo
+    from astra_stac.providers import load_registry
+
+    count = load_demo(dsn, load_registry(ApiSettings().providers_file), data_dir / "storage")
+    print(f"Loaded {count} demo scenes.")
+    for key in store.list_keys(dsn):
+        if key.name == DEMO_KEY_NAME and key.revoked_at is None:
+            store.revoke_key(dsn, DEMO_KEY_NAME)
+    new, _ = store.create_key(dsn, DEMO_KEY_NAME, Scope.read)
+    return new.secret
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    serve = ServeSettings()
+    host = args.host or serve.host
+    port = args.port or serve.port
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    dsn = configured_dsn()
+    cluster, started_here = None, False
+    if dsn is None:
+        cluster = EmbeddedPostgres(data_dir)
+        started_here = not cluster.running()
+        cluster.start()
+        dsn = cluster.dsn()
+        print(f"Embedded PostgreSQL on 127.0.0.1:{cluster.port} (data in {data_dir})")
+    try:
+        migrate(dsn)
+        demo_key = _load_demo(dsn, data_dir) if args.demo else None
+        os.environ["ASTRA_DATABASE_URL"] = dsn
+        base = f"http://{host}:{port}/api/v1"
+        if demo_key:
+            print("\nAPI key (read scope, shown once):")
+            print(f"  {demo_key}")
+            print("Try it:")
+            print(f'  curl -H "Authorization: Bearer {demo_key}" {base}/scenes/{DEMO_SCENE}')
+        print(f"\nServing {base} (OpenAPI docs at {base}/api.html); Ctrl-C stops.\n", flush=True)
+        uvicorn.run(
+            "astra_stac.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers or serve.workers,
+            log_level=serve.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if cluster is not None and started_here:
+            cluster.stop()
+            print("Embedded PostgreSQL stopped.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="astra-stac", description=__doc__)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded PostgreSQL and local storage (used when ASTRA_DATABASE_URL/PG* are unset)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[data_dir], help="serve the API")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--demo", action="store_true", help="load demo scenes and print a key")
+    serve.set_defaults(func=_cmd_serve)
+
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser(
+        "migrate", parents=[data_dir], help="apply pgstac and astra migrations"
+    ).set_defaults(func=_cmd_migrate)
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", parents=[data_dir], help="create a key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", choices=[s.name for s in Scope], default="read")
+    create.set_defaults(func=_cmd_keys_create)
+    key_commands.add_parser("list", parents=[data_dir], help="list keys").set_defaults(
+        func=_cmd_keys_list
+    )
+    revoke = key_commands.add_parser("revoke", parents=[data_dir], help="revoke a key")
+    revoke.add_argument("name_or_prefix", metavar="NAME_OR_PREFIX")
+    revoke.set_defaults(func=_cmd_keys_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (AstraError, EmbeddedPostgresError) as exc:
+        print(f"astra-stac: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
