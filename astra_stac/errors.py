@@ -6,6 +6,7 @@ bad input the same way and never leak a stack trace.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -111,6 +112,7 @@ _FOREIGN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     stac_errors.ForeignKeyError: (400, "INVALID_PARAMETER"),
     stac_errors.DatabaseError: (400, "INVALID_PARAMETER"),
     stac_errors.InvalidQueryParameter: (400, "INVALID_PARAMETER"),
+    json.JSONDecodeError: (400, "INVALID_PARAMETER"),
     pg_errors.DataError: (400, "INVALID_PARAMETER"),
     pg_errors.SyntaxOrAccessError: (400, "INVALID_PARAMETER"),
     pg_errors.RaiseError: (400, "INVALID_PARAMETER"),

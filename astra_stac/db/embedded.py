@@ -112,7 +112,7 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             owner = _ensure_os_user()
             command = ["runuser", "-u", owner.pw_name, "--", *command]
-        return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
     def _hand_over(self, path: Path) -> None:
         """Give a directory to the unprivileged owner when we are root."""

@@ -74,7 +74,7 @@ def migrate_astra(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[str]:
                 if migration.source is not None and migration.source not in done:
                     continue
                 with conn.transaction():
-                    conn.execute(migration.path.read_text("utf-8"))  # type: ignore[arg-type]
+                    conn.execute(migration.path.read_text("utf-8"))
                     conn.execute(
                         "INSERT INTO astra.migrations (version) VALUES (%s)", (migration.target,)
                     )
