@@ -61,9 +61,7 @@ class AstraCoreClient(CoreCrudClient):
     route is answered by a primary-key read instead of a search.
     """
 
-    async def _search_base(  # type: ignore[override]
-        self, search_request: PgstacSearch, request: Request
-    ) -> ItemCollection:
+    async def _search_base(self, search_request: PgstacSearch, request: Request) -> ItemCollection:
         catalog: Catalog = request.app.state.catalog
         settings = request.app.state.api_settings
         update: dict[str, Any] = {"conf": None}
@@ -94,23 +92,23 @@ class AstraCoreClient(CoreCrudClient):
         result = await super()._search_base(rewritten, request)
         base_url = get_base_url(request)
         for feature in result.get("features", []):
-            scope_item(feature, catalog.registry, base_url)  # type: ignore[arg-type]
+            scope_item(feature, catalog.registry, base_url)
         return result
 
-    async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:  # type: ignore[override]
+    async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:
         return _as_geojson(await super().get_search(request, **kwargs))
 
-    async def post_search(  # type: ignore[override]
+    async def post_search(
         self, search_request: PgstacSearch, request: Request, **kwargs: Any
     ) -> ItemCollection:
         return _as_geojson(await super().post_search(search_request, request, **kwargs))
 
-    async def item_collection(  # type: ignore[override]
+    async def item_collection(
         self, collection_id: str, request: Request, **kwargs: Any
     ) -> ItemCollection:
         return _as_geojson(await super().item_collection(collection_id, request, **kwargs))
 
-    async def get_item(  # type: ignore[override]
+    async def get_item(
         self, item_id: str, collection_id: str, request: Request, **kwargs: Any
     ) -> Item:
         """`GET /collections/{c}/items/{id}`: the id may be scoped or original."""
