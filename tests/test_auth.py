@@ -25,9 +25,7 @@ def test_generated_keys_are_long_random_and_distinct():
 def test_only_a_hash_is_stored(dsn):
     new, stored = store.create_key(dsn, "hash-check", Scope.read)
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT * FROM astra.api_keys WHERE name = 'hash-check'"
-        ).fetchone()
+        row = conn.execute("SELECT * FROM astra.api_keys WHERE name = 'hash-check'").fetchone()
     assert new.secret not in repr(row)
     assert bytes(stored.key_hash) == hash_key(new.secret)
 

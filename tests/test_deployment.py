@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import yaml
-
 from pydantic_settings import BaseSettings
 
 import astra_stac.app  # noqa: F401  (imports every settings class)

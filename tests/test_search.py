@@ -145,12 +145,12 @@ def test_same_upstream_collection_from_two_providers_stays_apart(client, auth):
         ({"bbox": "a,b,c,d"}, "INVALID_PARAMETER"),
         ({"datetime": "not-a-date"}, "INVALID_PARAMETER"),
         ({"filter": "id = = 'x"}, "INVALID_PARAMETER"),
-        ({"filter": "{\"op\": \"=\"", "filter-lang": "cql2-json"}, "INVALID_PARAMETER"),
+        ({"filter": '{"op": "="', "filter-lang": "cql2-json"}, "INVALID_PARAMETER"),
         ({"limit": "-5"}, "INVALID_PARAMETER"),
         ({"limit": "ten"}, "INVALID_PARAMETER"),
         ({"ids": "bad:id:here"}, "INVALID_ID_FORMAT"),
         ({"sortby": "+datetime", "query": "{not json"}, "INVALID_PARAMETER"),
-        ({"intersects": "{\"type\": \"Polygon\"}"}, "INVALID_PARAMETER"),
+        ({"intersects": '{"type": "Polygon"}'}, "INVALID_PARAMETER"),
     ],
 )
 def test_bad_search_input_is_a_400_in_the_error_shape(client, auth, params, code):
