@@ -4,11 +4,13 @@ collections belong to which provider.
 Single-item reads skip pgstac's `search()` (which plans a whole search and
 hydrates in SQL): they read the item row by its primary key and hydrate it in
 Python with the same `hydraters` that stac-fastapi-pgstac uses, against the
-base item pgstac tagged it with.
+base item pgstac tagged it with (read through pgstac's `collection_base_item`
+and cached briefly, like the collection list).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -20,21 +22,24 @@ from astra_stac.ids import SceneId
 from astra_stac.providers import Provider, ProviderRegistry
 
 _ITEM_QUERY = """
-SELECT i.collection,
-       ST_AsGeoJSON(i.geometry, 20)::text AS geometry,
-       i.content,
-       pgstac.collection_base_item(
-           i.collection,
-           CASE WHEN i.content->>'pgstac:base_item' ~ '^\\s*\\d{1,9}\\s*$'
-                THEN (i.content->>'pgstac:base_item')::int END
-       ) AS base_item
+SELECT i.collection, ST_AsGeoJSON(i.geometry, 20)::text AS geometry, i.content
 FROM pgstac.items i
 WHERE i.id = $1 AND i.collection = ANY($2::text[])
 """
+_BASE_ITEM_QUERY = "SELECT pgstac.collection_base_item($1::text, $2::int)"
+_BASE_ITEM_TAG = re.compile(r"\s*\d{1,9}\s*")
 
 
-def hydrate_row(original_id: str, row: Any) -> dict[str, Any]:
-    """A full STAC item from a dehydrated pgstac row."""
+def base_item_tag(content: dict[str, Any]) -> int | None:
+    """The base-item version pgstac dehydrated this item against (None: the current one)."""
+    tag = content.get("pgstac:base_item")
+    if tag is None or not _BASE_ITEM_TAG.fullmatch(str(tag)):
+        return None
+    return int(tag)
+
+
+def hydrate_row(original_id: str, row: Any, base_item: dict[str, Any] | None) -> dict[str, Any]:
+    """A full STAC item from a dehydrated pgstac row and its base item."""
     content = dict(row["content"])
     content.pop("pgstac:base_item", None)
     item = {
@@ -44,8 +49,8 @@ def hydrate_row(original_id: str, row: Any) -> dict[str, Any]:
         "type": "Feature",
         **content,
     }
-    base_item = {k: v for k, v in (row["base_item"] or {}).items() if v is not None}
-    return dict(hydrate(base_item, item, strip_unmatched_markers=True))
+    base = {k: v for k, v in (base_item or {}).items() if v is not None}
+    return dict(hydrate(base, item, strip_unmatched_markers=True))
 
 
 class Catalog:
@@ -61,6 +66,7 @@ class Catalog:
         self._ttl = ttl
         self._collections: list[str] = []
         self._read_at = float("-inf")
+        self._base_items: dict[tuple[str, int | None], tuple[float, dict[str, Any] | None]] = {}
 
     async def collection_ids(self) -> list[str]:
         """Every collection id in pgstac."""
@@ -69,6 +75,20 @@ class Catalog:
             self._collections = [row["id"] for row in rows]
             self._read_at = time.monotonic()
         return self._collections
+
+    async def base_item(self, collection_id: str, tag: int | None) -> dict[str, Any] | None:
+        """A collection's base item (a tagged version, or the current one), cached for `ttl`."""
+        key = (collection_id, tag)
+        cached = self._base_items.get(key)
+        if cached is not None and time.monotonic() - cached[0] <= self._ttl:
+            return cached[1]
+        value = await self._pool.fetchval(_BASE_ITEM_QUERY, collection_id, tag)
+        self._base_items[key] = (time.monotonic(), value)
+        return value
+
+    async def _hydrate(self, original_id: str, row: Any) -> dict[str, Any]:
+        base = await self.base_item(row["collection"], base_item_tag(row["content"]))
+        return hydrate_row(original_id, row, base)
 
     async def collections_of(self, provider: Provider) -> list[str]:
         """The provider's collections that exist, registry order first."""
@@ -94,9 +114,9 @@ class Catalog:
             return None
         rank = {c: i for i, c in enumerate(collections)}
         row = min(rows, key=lambda r: rank[r["collection"]])
-        return hydrate_row(scene_id.original_id, row)
+        return await self._hydrate(scene_id.original_id, row)
 
     async def get_item(self, collection_id: str, original_id: str) -> dict[str, Any] | None:
         """The hydrated item `original_id` of one collection."""
         rows = await self._pool.fetch(_ITEM_QUERY, original_id, [collection_id])
-        return hydrate_row(original_id, rows[0]) if rows else None
+        return await self._hydrate(original_id, rows[0]) if rows else None

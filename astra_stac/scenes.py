@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import attr
-import orjson
-from fastapi import APIRouter, FastAPI, Path, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Request
 from stac_fastapi.types.extension import ApiExtension
 from stac_fastapi.types.requests import get_base_url
 
 from astra_stac.catalog import Catalog
 from astra_stac.errors import SceneNotFound
 from astra_stac.ids import parse_scene_id
+from astra_stac.responses import GeoJSONResponse
 from astra_stac.stac.scoping import scope_item
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -20,15 +20,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "UNAUTHORIZED: missing or invalid API key."},
     404: {"description": "SCENE_NOT_FOUND: no scene has this id."},
 }
-
-
-class GeoJSONResponse(Response):
-    """A STAC item, serialised with orjson."""
-
-    media_type = "application/geo+json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 async def scene_details(

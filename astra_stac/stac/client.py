@@ -15,6 +15,7 @@ from stac_fastapi.types.stac import Item, ItemCollection
 from astra_stac.catalog import Catalog
 from astra_stac.errors import InvalidParameter, NotFound
 from astra_stac.ids import is_scoped, parse_scene_id
+from astra_stac.responses import GeoJSONResponse
 from astra_stac.stac.scoping import (
     CollectionsOf,
     filter_mentions_scoped_id,
@@ -46,10 +47,15 @@ def _as_cql2_json(search: PgstacSearch) -> dict[str, Any] | None:
 
 
 def _as_geojson(result: Any) -> Any:
-    """stac-fastapi-pgstac answers `fields` searches as application/json; they are GeoJSON."""
+    """Answer with GeoJSON serialised once.
+
+    stac-fastapi-pgstac answers `fields` searches as application/json, and a
+    plain dict would be walked again by FastAPI's encoder before serialising.
+    """
     if isinstance(result, Response):
         result.headers["content-type"] = GEOJSON
-    return result
+        return result
+    return GeoJSONResponse(result)
 
 
 @attr.s
@@ -126,4 +132,5 @@ class AstraCoreClient(CoreCrudClient):
                 raise NotFound(f"Collection {collection_id} does not exist.")
             raise NotFound(f"Item {item_id} in collection {collection_id} does not exist.")
         item.setdefault("links", [])
-        return scope_item(item, catalog.registry, get_base_url(request))  # type: ignore[return-value]
+        scope_item(item, catalog.registry, get_base_url(request))
+        return GeoJSONResponse(item)  # type: ignore[return-value]
