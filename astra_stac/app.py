@@ -14,7 +14,7 @@ from stac_fastapi.pgstac.config import Settings as PgstacSettings
 from stac_fastapi.pgstac.db import con_init, get_connection
 from stac_fastapi.pgstac.models.extensions import Extensions
 
-from astra_stac import __version__
+from astra_stac import __version__, observability
 from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier
 from astra_stac.catalog import Catalog
 from astra_stac.db.dsn import configured_dsn
@@ -38,6 +38,8 @@ PUBLIC_PATHS = frozenset(
         f"{PREFIX}/_mgmt/health",
     }
 )
+# Operator-only routes.
+ADMIN_PATHS = frozenset({f"{PREFIX}/_mgmt/metrics"})
 READ_ONLY_POSTS = frozenset({f"{PREFIX}/search"})
 # pystac-client only recognises v1.0.* conformance URIs; advertise both forms.
 SORT_CONFORMANCE = [
@@ -83,6 +85,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if api_settings.json_logs:
+            observability.configure_logging(api_settings.log_level)
         server_settings = {"search_path": "pgstac,public", "application_name": "astra-stac"}
         writer = await asyncpg.create_pool(
             dsn or None,
@@ -130,6 +134,9 @@ def create_app(
     register_error_handlers(app)
     app.add_middleware(
         ApiKeyMiddleware,
-        policy=AccessPolicy(public_paths=PUBLIC_PATHS, read_only_posts=READ_ONLY_POSTS),
+        policy=AccessPolicy(
+            public_paths=PUBLIC_PATHS, read_only_posts=READ_ONLY_POSTS, admin_paths=ADMIN_PATHS
+        ),
     )
+    observability.install(app, PREFIX)
     return app

@@ -125,7 +125,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             workers=args.workers or serve.workers,
-            log_level=serve.log_level,
+            log_level=ApiSettings().log_level,
+            log_config=None,  # the app logs JSON lines itself (ASTRA_JSON_LOGS)
             timeout_graceful_shutdown=10,
         )
     finally:

@@ -51,6 +51,8 @@ class ApiSettings(BaseSettings):
     providers_file: Path | None = None
     key_last_used_flush_seconds: float = Field(default=30.0, gt=0)
     collection_cache_seconds: float = Field(default=5.0, ge=0)
+    json_logs: bool = True
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @model_validator(mode="after")
     def _page_sizes_fit(self) -> ApiSettings:
@@ -68,4 +70,3 @@ class ServeSettings(BaseSettings):
     port: int = 8080
     workers: int = Field(default=1, ge=1)
     data_dir: Path | None = None
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

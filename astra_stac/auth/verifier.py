@@ -102,12 +102,15 @@ class AccessPolicy:
 
     public_paths: frozenset[str]
     read_only_posts: frozenset[str]
+    admin_paths: frozenset[str] = frozenset()
     write_methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
     def required_scope(self, method: str, path: str) -> Scope | None:
         """None for a public request, else the scope it needs."""
         if method == "OPTIONS" or path in self.public_paths:
             return None
+        if path in self.admin_paths:
+            return Scope.admin
         if method in self.write_methods and path not in self.read_only_posts:
             return Scope.write
         return Scope.read
