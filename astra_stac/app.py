@@ -92,6 +92,7 @@ def create_app(
             dsn or None,
             min_size=db_settings.pool_min_size,
             max_size=db_settings.pool_max_size,
+            timeout=db_settings.connect_timeout,
             init=con_init,
             server_settings=server_settings,
         )
@@ -101,6 +102,7 @@ def create_app(
                 db_settings.reader_url,
                 min_size=db_settings.pool_min_size,
                 max_size=db_settings.pool_max_size,
+                timeout=db_settings.connect_timeout,
                 init=con_init,
                 server_settings=server_settings,
             )

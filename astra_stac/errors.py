@@ -75,6 +75,50 @@ class Forbidden(AstraError):
     code = "FORBIDDEN"
 
 
+class UnknownBand(InvalidParameter):
+    """A requested band the scene does not have."""
+
+    code = "UNKNOWN_BAND"
+
+
+class UnknownFormat(InvalidParameter):
+    """An output format the asset resolver does not produce."""
+
+    code = "UNKNOWN_FORMAT"
+
+
+class InvalidSignature(AstraError):
+    """A signed download URL that was altered or signed with another key."""
+
+    status_code = 403
+    code = "INVALID_SIGNATURE"
+
+
+class SignatureExpired(AstraError):
+    """A signed download URL past its expiry."""
+
+    status_code = 403
+    code = "SIGNATURE_EXPIRED"
+
+
+class RangeNotSatisfiable(AstraError):
+    """A `Range` header outside the file."""
+
+    status_code = 416
+    code = "RANGE_NOT_SATISFIABLE"
+
+    def __init__(self, description: str, size: int) -> None:
+        super().__init__(description)
+        self.headers = {"Content-Range": f"bytes */{size}"}
+
+
+class AssetUnavailable(AstraError):
+    """The file behind a scene's asset cannot be read, signed or converted right now."""
+
+    status_code = 502
+    code = "ASSET_UNAVAILABLE"
+
+
 class Conflict(AstraError):
     """The request clashes with what is stored."""
 
@@ -99,6 +143,7 @@ _STATUS_CODES = {
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    416: "RANGE_NOT_SATISFIABLE",
     422: "INVALID_PARAMETER",
     424: "DATABASE_ERROR",
     429: "TOO_MANY_REQUESTS",
@@ -116,12 +161,18 @@ _FOREIGN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     pg_errors.DataError: (400, "INVALID_PARAMETER"),
     pg_errors.SyntaxOrAccessError: (400, "INVALID_PARAMETER"),
     pg_errors.RaiseError: (400, "INVALID_PARAMETER"),
-    pg_errors.CannotConnectNowError: (503, "SERVICE_UNAVAILABLE"),
-    pg_errors.ConnectionDoesNotExistError: (503, "SERVICE_UNAVAILABLE"),
-    pg_errors.TooManyConnectionsError: (503, "SERVICE_UNAVAILABLE"),
-    ConnectionError: (503, "SERVICE_UNAVAILABLE"),
-    OSError: (503, "SERVICE_UNAVAILABLE"),
 }
+# The database is away (stopped, restarting, unreachable, out of connections).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    pg_errors.PostgresConnectionError,
+    pg_errors.OperatorInterventionError,
+    pg_errors.TooManyConnectionsError,
+    pg_errors.InterfaceError,
+)
+_FOREIGN_ERRORS.update({exc: (503, "SERVICE_UNAVAILABLE") for exc in DATABASE_UNAVAILABLE})
+DATABASE_UNAVAILABLE_MESSAGE = "The catalogue database is unavailable; try again shortly."
 
 
 def error_response(
@@ -166,7 +217,7 @@ def _foreign_error_handler(status_code: int, code: str) -> Any:
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if status_code >= 500:
             logger.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc)
-            description = "The catalogue database is unavailable; try again shortly."
+            description = DATABASE_UNAVAILABLE_MESSAGE
         else:
             description = str(exc) or type(exc).__name__
             # pgstac prefixes its own messages; keep them short and free of SQL context.

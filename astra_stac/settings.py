@@ -34,6 +34,7 @@ class DatabaseSettings(BaseSettings):
     )
     pool_min_size: int = 1
     pool_max_size: int = 10
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to open a connection.")
 
 
 class ApiSettings(BaseSettings):

@@ -14,7 +14,15 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from astra_stac.auth.keys import Scope, StoredKey, hash_key, lookup_id_of, matches
-from astra_stac.errors import AstraError, Forbidden, Unauthorized, error_response
+from astra_stac.errors import (
+    DATABASE_UNAVAILABLE,
+    DATABASE_UNAVAILABLE_MESSAGE,
+    AstraError,
+    Forbidden,
+    ServiceUnavailable,
+    Unauthorized,
+    error_response,
+)
 
 logger = logging.getLogger(__name__)
 _NO_SUCH_KEY = hash_key("astra_sk_live_no-such-key")
@@ -141,7 +149,11 @@ class ApiKeyMiddleware:
             secret = bearer_secret(Headers(scope=scope))
             if secret is None:
                 raise Unauthorized("Missing API key: send 'Authorization: Bearer astra_sk_live_…'.")
-            key = await fastapi_app.state.key_verifier.verify(secret)
+            try:
+                key = await fastapi_app.state.key_verifier.verify(secret)
+            except DATABASE_UNAVAILABLE as exc:
+                logger.warning("cannot check API keys: %s", exc)
+                raise ServiceUnavailable(DATABASE_UNAVAILABLE_MESSAGE) from exc
             if key.scope < needed:
                 raise Forbidden(
                     f"This key has {key.scope.name} scope; this request needs {needed.name}."
