@@ -14,8 +14,9 @@ from stac_fastapi.pgstac.config import Settings as PgstacSettings
 from stac_fastapi.pgstac.db import con_init, get_connection
 from stac_fastapi.pgstac.models.extensions import Extensions
 
-from astra_stac import __version__, observability
-from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier
+from astra_stac import __version__, observability, openapi
+from astra_stac.auth.ratelimit import RateLimiter
+from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier, RateLimits
 from astra_stac.catalog import Catalog
 from astra_stac.db.dsn import configured_dsn
 from astra_stac.errors import register_error_handlers
@@ -63,6 +64,15 @@ def _pgstac_settings(api: ApiSettings) -> PgstacSettings:
         cors_origins=api.cors_origins,
         cors_headers=["Content-Type", "Authorization"],
         use_api_hydrate=True,
+    )
+
+
+def _rate_limits(settings: ApiSettings) -> RateLimits | None:
+    if not settings.rate_limits_enabled:
+        return None
+    return RateLimits(
+        per_key=RateLimiter(settings.rate_limit_per_minute),
+        failed_auth=RateLimiter(settings.failed_auth_per_minute),
     )
 
 
@@ -134,11 +144,12 @@ def create_app(
     app.state.api_settings = api_settings
     app.state.registry = registry
     register_error_handlers(app)
-    app.add_middleware(
-        ApiKeyMiddleware,
-        policy=AccessPolicy(
-            public_paths=PUBLIC_PATHS, read_only_posts=READ_ONLY_POSTS, admin_paths=ADMIN_PATHS
-        ),
+    policy = AccessPolicy(
+        public_paths=PUBLIC_PATHS,
+        read_only_posts=READ_ONLY_POSTS,
+        admin_paths=ADMIN_PATHS,
     )
+    app.add_middleware(ApiKeyMiddleware, policy=policy, limits=_rate_limits(api_settings))
     observability.install(app, PREFIX)
+    openapi.install(app, is_public=lambda path: policy.required_scope("GET", path) is None)
     return app

@@ -18,6 +18,7 @@ import orjson
 from asyncpg import Pool
 from hydraters import hydrate
 
+from astra_stac.auth.keys import current_key
 from astra_stac.ids import SceneId
 from astra_stac.providers import Provider, ProviderRegistry
 
@@ -54,7 +55,7 @@ def hydrate_row(original_id: str, row: Any, base_item: dict[str, Any] | None) ->
 
 
 class Catalog:
-    """The provider view of what pgstac holds.
+    """The provider view of what pgstac holds, as the current request's key may see it.
 
     The list of collection ids is read from pgstac and kept for `ttl` seconds, so
     a collection created by another replica is seen within that time.
@@ -90,9 +91,21 @@ class Catalog:
         base = await self.base_item(row["collection"], base_item_tag(row["content"]))
         return hydrate_row(original_id, row, base)
 
+    def visible(self, collection_id: str) -> bool:
+        """Whether the current request's key may see this collection."""
+        key = current_key.get()
+        if key is None or not key.restricted:
+            return True
+        provider = self.registry.provider_of_collection(collection_id)
+        return key.allows(collection_id, provider.prefix if provider else None)
+
+    async def visible_collection_ids(self) -> list[str]:
+        """The collections the current request's key may see."""
+        return [c for c in await self.collection_ids() if self.visible(c)]
+
     async def collections_of(self, provider: Provider) -> list[str]:
-        """The provider's collections that exist, registry order first."""
-        existing = await self.collection_ids()
+        """The provider's collections that exist and the key may see, registry order first."""
+        existing = await self.visible_collection_ids()
         owned = {c for c in existing if self.registry.provider_of_collection(c) is provider}
         listed = [c for c in provider.collection_ids if c in owned]
         return listed + sorted(owned.difference(listed))
@@ -118,5 +131,7 @@ class Catalog:
 
     async def get_item(self, collection_id: str, original_id: str) -> dict[str, Any] | None:
         """The hydrated item `original_id` of one collection."""
+        if not self.visible(collection_id):
+            return None
         rows = await self._pool.fetch(_ITEM_QUERY, original_id, [collection_id])
         return await self._hydrate(original_id, rows[0]) if rows else None

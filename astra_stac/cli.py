@@ -51,11 +51,38 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()] or None
+
+
 def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from astra_stac.providers import load_registry
+
+    providers = _comma_list(args.providers)
+    registry = load_registry(ApiSettings().providers_file)
+    unknown = sorted(set(providers or ()) - set(registry.providers))
+    if unknown:
+        known = ", ".join(registry.providers)
+        print(
+            f"astra-stac: unknown provider(s) {', '.join(unknown)}; known: {known}", file=sys.stderr
+        )
+        return 2
     with database(args.data_dir) as dsn:
         migrate(dsn)
-        new, stored = store.create_key(dsn, args.name, Scope[args.scope])
-    print(f"Created {stored.scope.name} key {stored.name!r}. It is shown once; store it now:")
+        new, stored = store.create_key(
+            dsn, args.name, Scope[args.scope], providers, _comma_list(args.collections)
+        )
+    limits = [
+        f"providers {', '.join(stored.providers)}" if stored.providers else "",
+        f"collections {', '.join(stored.collections)}" if stored.collections else "",
+    ]
+    limited = " and ".join(x for x in limits if x)
+    print(
+        f"Created {stored.scope.name} key {stored.name!r}"
+        f"{' limited to ' + limited if limited else ''}. It is shown once; store it now:"
+    )
     print(new.secret)
     return 0
 
@@ -63,13 +90,20 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 def _cmd_keys_list(args: argparse.Namespace) -> int:
     with database(args.data_dir) as dsn:
         keys = store.list_keys(dsn)
-    print(f"{'NAME':<24} {'KEY':<24} {'SCOPE':<6} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    print(
+        f"{'NAME':<24} {'KEY':<24} {'SCOPE':<6} {'CREATED':<17} {'LAST USED':<17} "
+        f"{'STATUS':<8} LIMITED TO"
+    )
     for key in keys:
         created = key.created_at.strftime("%Y-%m-%d %H:%M") if key.created_at else "-"
         used = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
         status = "revoked" if key.revoked_at else "live"
         shown = f"astra_sk_live_{key.lookup_id}…"
-        print(f"{key.name:<24} {shown:<24} {key.scope.name:<6} {created:<20} {used:<20} {status}")
+        limited = ",".join((key.providers or ()) + (key.collections or ())) or "-"
+        print(
+            f"{key.name:<24} {shown:<24} {key.scope.name:<6} {created:<17} {used:<17} "
+            f"{status:<8} {limited}"
+        )
     return 0
 
 
@@ -112,6 +146,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         migrate(dsn)
         demo_key = _load_demo(dsn, data_dir) if args.demo else None
         os.environ["ASTRA_DATABASE_URL"] = dsn
+        # The asset resolver serves (and caches conversions) from where the demo files are.
+        os.environ.setdefault("ASTRA_STORAGE_ROOT", str(data_dir / "storage"))
         base = f"http://{host}:{port}/api/v1"
         if demo_key:
             print("\nAPI key (read scope, shown once):")
@@ -164,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", parents=[data_dir], help="create a key")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", choices=[s.name for s in Scope], default="read")
+    create.add_argument("--providers", help="comma list of provider prefixes the key may see")
+    create.add_argument("--collections", help="comma list of collections the key may see")
     create.set_defaults(func=_cmd_keys_create)
     key_commands.add_parser("list", parents=[data_dir], help="list keys").set_defaults(
         func=_cmd_keys_list

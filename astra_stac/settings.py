@@ -53,6 +53,9 @@ class ApiSettings(BaseSettings):
     key_last_used_flush_seconds: float = Field(default=30.0, gt=0)
     collection_cache_seconds: float = Field(default=5.0, ge=0)
     json_logs: bool = True
+    rate_limits_enabled: bool = True
+    rate_limit_per_minute: int = Field(default=6000, ge=0, description="Per key and worker.")
+    failed_auth_per_minute: int = Field(default=30, ge=0, description="Per client address.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @model_validator(mode="after")

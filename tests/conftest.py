@@ -40,6 +40,7 @@ class Server:
     """PostgreSQL reachable by the tests."""
 
     cluster: EmbeddedPostgres
+    storage: Path
 
     def janitor(self, dbname: str, template: str | None = None) -> DatabaseJanitor:
         return DatabaseJanitor(
@@ -60,13 +61,17 @@ def pg_server() -> Iterator[Server]:
     os.chmod(base, 0o755)
     cluster = EmbeddedPostgres(base / "db")
     cluster.start()
-    server = Server(cluster)
+    server = Server(cluster, base / "storage")
     server.janitor(EMPTY_TEMPLATE).init()
     migrate(cluster.dsn(EMPTY_TEMPLATE))
     server.janitor(DEMO_TEMPLATE, EMPTY_TEMPLATE).init()
-    load_demo(cluster.dsn(DEMO_TEMPLATE), load_registry(), base / "storage")
+    load_demo(cluster.dsn(DEMO_TEMPLATE), load_registry(), server.storage)
+    # The demo band files live here: every app built in the tests (and the live
+    # server, which inherits the environment) serves and signs them from it.
     try:
-        yield server
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ASTRA_STORAGE_ROOT", str(server.storage))
+            yield server
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -100,7 +105,8 @@ def registry() -> ProviderRegistry:
 
 
 def make_client(dsn: str, **settings: object) -> TestClient:
-    api_settings = ApiSettings(collection_cache_seconds=0, **settings)  # type: ignore[arg-type]
+    settings = {"collection_cache_seconds": 0, "rate_limits_enabled": False, **settings}
+    api_settings = ApiSettings(**settings)  # type: ignore[arg-type]
     return TestClient(create_app(api_settings=api_settings, dsn=dsn))
 
 
@@ -142,7 +148,13 @@ def live_server(pg_server: Server) -> Iterator[LiveServer]:
     dsn = next(database)
     key = store.create_key(dsn, "live", Scope.read)[0].secret
     port = _free_port()
-    env = {**os.environ, "ASTRA_DATABASE_URL": dsn, "ASTRA_COLLECTION_CACHE_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "ASTRA_DATABASE_URL": dsn,
+        "ASTRA_COLLECTION_CACHE_SECONDS": "0",
+        "ASTRA_RATE_LIMITS_ENABLED": "false",
+        "ASTRA_JSON_LOGS": "false",
+    }
     process = subprocess.Popen(
         [
             sys.executable,

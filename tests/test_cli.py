@@ -61,7 +61,7 @@ def test_migrate_is_safe_to_rerun(configured, capsys):
     assert migrate_astra(configured) == []
     with psycopg.connect(configured) as conn:
         versions = conn.execute("SELECT version FROM astra.migrations").fetchall()
-    assert versions == [("0.1.0",)]
+    assert [v for (v,) in versions][:2] == ["0.1.0", "0.2.0"]
 
 
 def test_commands_use_the_embedded_database_and_leave_a_running_one_running(monkeypatch, capsys):
@@ -82,3 +82,13 @@ def test_commands_use_the_embedded_database_and_leave_a_running_one_running(monk
         cluster.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_keys_create_with_provider_limits(configured, capsys):
+    assert main(["keys", "create", "--name", "es", "--providers", "earth-search,landsat"]) == 0
+    out = capsys.readouterr().out
+    assert "limited to providers earth-search, landsat" in out
+    assert main(["keys", "create", "--name", "bad", "--providers", "nowhere"]) == 2
+    assert "unknown provider(s) nowhere" in capsys.readouterr().err
+    main(["keys", "list"])
+    assert "earth-search,landsat" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -51,6 +52,24 @@ class StoredKey:
     created_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    providers: tuple[str, ...] | None = None
+    collections: tuple[str, ...] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        """Whether the key sees only part of the catalogue."""
+        return self.providers is not None or self.collections is not None
+
+    def allows(self, collection_id: str, provider: str | None) -> bool:
+        """Whether this key may see items of `collection_id` (owned by `provider`)."""
+        if self.providers is not None and provider not in self.providers:
+            return False
+        return self.collections is None or collection_id in self.collections
+
+
+# The key of the request being served; the catalogue reads it to hide what a
+# restricted key may not see, in every route alike.
+current_key: ContextVar[StoredKey | None] = ContextVar("current_key", default=None)
 
 
 def hash_key(secret: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -15,9 +16,13 @@ from astra_stac.auth.keys import (
     StoredKey,
     generate_key,
 )
-from astra_stac.errors import Conflict, NotFound
+from astra_stac.errors import Conflict, InvalidParameter, NotFound
 
-_COLUMNS = "id, name, lookup_id, key_hash, scope, created_at, revoked_at, last_used_at"
+_COLUMNS = (
+    "id, name, lookup_id, key_hash, scope, created_at, revoked_at, last_used_at,"
+    " providers, collections"
+)
+audit_log = logging.getLogger("astra.audit")
 
 
 def _stored(row: Any) -> StoredKey:
@@ -30,22 +35,50 @@ def _stored(row: Any) -> StoredKey:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        providers=tuple(row["providers"]) if row["providers"] is not None else None,
+        collections=tuple(row["collections"]) if row["collections"] is not None else None,
     )
 
 
-def create_key(dsn: str, name: str, scope: Scope = Scope.read) -> tuple[NewKey, StoredKey]:
-    """Store a new key under `name`; its secret is returned once and never again."""
+def create_key(
+    dsn: str,
+    name: str,
+    scope: Scope = Scope.read,
+    providers: list[str] | None = None,
+    collections: list[str] | None = None,
+) -> tuple[NewKey, StoredKey]:
+    """Store a new key under `name`; its secret is returned once and never again.
+
+    `providers` / `collections` restrict what the key can see (None: everything).
+    """
     new = generate_key()
     with psycopg.connect(dsn, row_factory=dict_row) as conn:
         try:
             row = conn.execute(
-                f"INSERT INTO astra.api_keys (name, lookup_id, key_hash, scope)"
-                f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (name, new.lookup_id, new.key_hash, scope.name),
+                f"INSERT INTO astra.api_keys"
+                f" (name, lookup_id, key_hash, scope, providers, collections)"
+                f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, new.lookup_id, new.key_hash, scope.name, providers, collections),
             ).fetchone()
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"A live key named {name!r} already exists.") from exc
-    return new, _stored(row)
+        except psycopg.errors.CheckViolation as exc:
+            raise InvalidParameter(f"Invalid key settings: {exc.diag.message_primary}") from exc
+    stored = _stored(row)
+    audit_log.info(
+        "api key created",
+        extra={
+            "fields": {
+                "event": "key_created",
+                "key": name,
+                "lookup_id": new.lookup_id,
+                "scope": scope.name,
+                "providers": providers,
+                "collections": collections,
+            }
+        },
+    )
+    return new, stored
 
 
 def list_keys(dsn: str) -> list[StoredKey]:
@@ -74,4 +107,11 @@ def revoke_key(dsn: str, name_or_prefix: str) -> StoredKey:
             f"UPDATE astra.api_keys SET revoked_at = now() WHERE id = %s RETURNING {_COLUMNS}",
             (rows[0]["id"],),
         ).fetchone()
-    return _stored(row)
+    revoked = _stored(row)
+    audit_log.info(
+        "api key revoked",
+        extra={
+            "fields": {"event": "key_revoked", "key": revoked.name, "lookup_id": revoked.lookup_id}
+        },
+    )
+    return revoked

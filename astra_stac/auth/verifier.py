@@ -7,13 +7,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from asyncpg import Pool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from astra_stac.auth.keys import Scope, StoredKey, hash_key, lookup_id_of, matches
+from astra_stac.auth.keys import Scope, StoredKey, current_key, hash_key, lookup_id_of, matches
+from astra_stac.auth.ratelimit import RateLimiter
 from astra_stac.errors import (
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_MESSAGE,
@@ -25,6 +27,7 @@ from astra_stac.errors import (
 )
 
 logger = logging.getLogger(__name__)
+audit_log = logging.getLogger("astra.audit")
 _NO_SUCH_KEY = hash_key("astra_sk_live_no-such-key")
 
 
@@ -48,7 +51,7 @@ class KeyVerifier:
         row = None
         if lookup_id is not None:
             row = await self._pool.fetchrow(
-                "SELECT id, name, lookup_id, key_hash, scope, revoked_at"
+                "SELECT id, name, lookup_id, key_hash, scope, revoked_at, providers, collections"
                 " FROM astra.api_keys WHERE lookup_id = $1",
                 lookup_id,
             )
@@ -62,6 +65,8 @@ class KeyVerifier:
             lookup_id=row["lookup_id"],
             key_hash=stored_hash,
             scope=Scope[row["scope"]],
+            providers=tuple(row["providers"]) if row["providers"] is not None else None,
+            collections=tuple(row["collections"]) if row["collections"] is not None else None,
         )
 
     async def flush(self) -> None:
@@ -112,10 +117,15 @@ class AccessPolicy:
     read_only_posts: frozenset[str]
     admin_paths: frozenset[str] = frozenset()
     write_methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+    # GET/HEAD under these prefixes is public because the route checks its own
+    # authorisation (signed download URLs).
+    public_prefixes: frozenset[str] = frozenset()
 
     def required_scope(self, method: str, path: str) -> Scope | None:
         """None for a public request, else the scope it needs."""
         if method == "OPTIONS" or path in self.public_paths:
+            return None
+        if method in ("GET", "HEAD") and any(path.startswith(p) for p in self.public_prefixes):
             return None
         if path in self.admin_paths:
             return Scope.admin
@@ -124,17 +134,39 @@ class AccessPolicy:
         return Scope.read
 
 
+class TooManyRequests(AstraError):
+    """A key or a client address over its rate limit."""
+
+    status_code = 429
+    code = "TOO_MANY_REQUESTS"
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        super().__init__(description)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+@dataclass
+class RateLimits:
+    """Requests per key, and failed authentications per client address."""
+
+    per_key: RateLimiter
+    failed_auth: RateLimiter
+
+
 class ApiKeyMiddleware:
     """Checks the Bearer key of every non-public request before any route runs.
 
     A middleware rather than per-route dependencies, so that every route —
     STAC, scenes, assets, tiles, and any mounted later — is covered by the one
-    explicit public list in `AccessPolicy`.
+    explicit public list in `AccessPolicy`. It also applies rate limits, puts
+    the key in `current_key` for the catalogue, and writes an audit line for
+    every refused request.
     """
 
-    def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
+    def __init__(self, app: ASGIApp, policy: AccessPolicy, limits: RateLimits | None) -> None:
         self.app = app
         self.policy = policy
+        self.limits = limits
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,22 +177,57 @@ class ApiKeyMiddleware:
         if needed is None or not fastapi_app.state.api_settings.auth_enabled:
             await self.app(scope, receive, send)
             return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        key: StoredKey | None = None
         try:
-            secret = bearer_secret(Headers(scope=scope))
-            if secret is None:
-                raise Unauthorized("Missing API key: send 'Authorization: Bearer astra_sk_live_…'.")
-            try:
-                key = await fastapi_app.state.key_verifier.verify(secret)
-            except DATABASE_UNAVAILABLE as exc:
-                logger.warning("cannot check API keys: %s", exc)
-                raise ServiceUnavailable(DATABASE_UNAVAILABLE_MESSAGE) from exc
-            if key.scope < needed:
-                raise Forbidden(
-                    f"This key has {key.scope.name} scope; this request needs {needed.name}."
-                )
+            key = await self._authenticate(fastapi_app, client, needed, Headers(scope=scope))
         except AstraError as exc:
+            audit_log.warning(
+                "request denied",
+                extra={
+                    "fields": {
+                        "event": "request_denied",
+                        "status": exc.status_code,
+                        "code": exc.code,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "client": client,
+                        "key": key.name if key else None,
+                    }
+                },
+            )
             response = error_response(exc.status_code, exc.code, exc.description, exc.headers)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["api_key"] = key
-        await self.app(scope, receive, send)
+        token = current_key.set(key)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_key.reset(token)
+
+    async def _authenticate(
+        self, app: Any, client: str, needed: Scope, headers: Headers
+    ) -> StoredKey:
+        if self.limits and (wait := self.limits.failed_auth.retry_after(client)):
+            raise TooManyRequests("Too many failed authentications; slow down.", wait)
+        secret = bearer_secret(headers)
+        try:
+            if secret is None:
+                raise Unauthorized("Missing API key: send 'Authorization: Bearer astra_sk_live_…'.")
+            try:
+                key = await app.state.key_verifier.verify(secret)
+            except DATABASE_UNAVAILABLE as exc:
+                logger.warning("cannot check API keys: %s", exc)
+                raise ServiceUnavailable(DATABASE_UNAVAILABLE_MESSAGE) from exc
+        except Unauthorized:
+            if self.limits:
+                self.limits.failed_auth.spend(client)
+            raise
+        if self.limits and (wait := self.limits.per_key.spend(key.lookup_id)):
+            raise TooManyRequests(f"Key {key.name!r} is over its request rate.", wait)
+        if key.scope < needed:
+            raise Forbidden(
+                f"This key has {key.scope.name} scope; this request needs {needed.name}."
+            )
+        return key

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attr
+import orjson
 from cql2 import Expr
 from fastapi import Request, Response
 from stac_fastapi.pgstac.core import CoreCrudClient
@@ -12,6 +13,7 @@ from stac_fastapi.pgstac.types.search import PgstacSearch
 from stac_fastapi.types.requests import get_base_url
 from stac_fastapi.types.stac import Item, ItemCollection
 
+from astra_stac.auth.keys import current_key
 from astra_stac.catalog import Catalog
 from astra_stac.errors import InvalidParameter, NotFound
 from astra_stac.ids import is_scoped, parse_scene_id
@@ -25,6 +27,8 @@ from astra_stac.stac.scoping import (
 )
 
 GEOJSON = "application/geo+json"
+# A collection id no collection can have: searching it matches nothing.
+NO_COLLECTION = "astra:none"
 
 
 async def _collections_by_provider(catalog: Catalog) -> CollectionsOf:
@@ -89,6 +93,12 @@ class AstraCoreClient(CoreCrudClient):
             )
             update["filter_lang"] = "cql2-json"
 
+        key = current_key.get()
+        if key is not None and key.restricted:
+            visible = await catalog.visible_collection_ids()
+            wanted = search_request.collections or visible
+            update["collections"] = [c for c in wanted if c in visible] or [NO_COLLECTION]
+
         fields = getattr(search_request, "fields", None)
         if fields is not None and fields.include:
             # ids and collections are needed to scope each item
@@ -100,6 +110,27 @@ class AstraCoreClient(CoreCrudClient):
         for feature in result.get("features", []):
             scope_item(feature, catalog.registry, base_url)
         return result
+
+    async def get_collection(
+        self, collection_id: str, request: Request, **kwargs: Any
+    ) -> Any:
+        """A collection, unless the key may not see it."""
+        if not request.app.state.catalog.visible(collection_id):
+            raise NotFound(f"Collection {collection_id} does not exist.")
+        return await super().get_collection(collection_id, request, **kwargs)
+
+    async def all_collections(self, request: Request, **kwargs: Any) -> Any:
+        """Collections, without those the key may not see."""
+        result = await super().all_collections(request, **kwargs)
+        key = current_key.get()
+        if key is None or not key.restricted:
+            return result
+        body = orjson.loads(result.body) if isinstance(result, Response) else result
+        catalog: Catalog = request.app.state.catalog
+        body["collections"] = [c for c in body["collections"] if catalog.visible(c["id"])]
+        body["numberReturned"] = len(body["collections"])
+        body.pop("numberMatched", None)
+        return body
 
     async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:
         return _as_geojson(await super().get_search(request, **kwargs))
@@ -128,7 +159,7 @@ class AstraCoreClient(CoreCrudClient):
             original_id = scene.original_id
         item = await catalog.get_item(collection_id, original_id)
         if item is None:
-            if collection_id not in await catalog.collection_ids():
+            if collection_id not in await catalog.visible_collection_ids():
                 raise NotFound(f"Collection {collection_id} does not exist.")
             raise NotFound(f"Item {item_id} in collection {collection_id} does not exist.")
         item.setdefault("links", [])
