@@ -14,12 +14,12 @@ $(BIN)/astra-stac: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-install: $(BIN)/astra-stac
+install: system-deps $(BIN)/astra-stac
 
 system-deps:
-	@scripts/install-system-deps.sh
+	@PYTHON=$(PYTHON) scripts/install-system-deps.sh
 
-demo: install system-deps
+demo: install
 	$(BIN)/astra-stac serve --demo --data-dir $(DATA_DIR)
 
 lint: install
@@ -27,10 +27,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install system-deps lint
+test: install lint
 	$(BIN)/pytest
 
-bench: install system-deps
+bench: install
 	$(BIN)/python benchmarks/bench_items.py
 
 clean:

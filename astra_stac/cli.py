@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from astra_stac import __version__
 from astra_stac.auth import store
 from astra_stac.auth.keys import Scope
 from astra_stac.db.dsn import configured_dsn
@@ -127,6 +128,15 @@ def _load_demo(dsn: str, data_dir: Path) -> str:
     return new.secret
 
 
+def _quiet_stac_fastapi_defaults() -> None:
+    """stac-fastapi builds a settings object when imported and warns about its
+    default titles; the app passes its own, so give that one ours as well."""
+    os.environ.setdefault("STAC_FASTAPI_TITLE", "astra-stac")
+    os.environ.setdefault("STAC_FASTAPI_DESCRIPTION", ApiSettings().api_description)
+    os.environ.setdefault("STAC_FASTAPI_LANDING_ID", "astra-stac")
+    os.environ.setdefault("STAC_FASTAPI_VERSION", __version__)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -146,6 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         migrate(dsn)
         demo_key = _load_demo(dsn, data_dir) if args.demo else None
         os.environ["ASTRA_DATABASE_URL"] = dsn
+        _quiet_stac_fastapi_defaults()
         # The asset resolver serves (and caches conversions) from where the demo files are.
         os.environ.setdefault("ASTRA_STORAGE_ROOT", str(data_dir / "storage"))
         base = f"http://{host}:{port}/api/v1"

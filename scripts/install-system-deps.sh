@@ -12,8 +12,12 @@ has_postgis() {
   ls /usr/share/postgresql/"$v"/extension/postgis.control >/dev/null 2>&1
 }
 
+has_venv() {
+  "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1
+}
+
 major="$(pg_major || true)"
-if [ -n "$major" ] && has_postgis "$major"; then
+if [ -n "$major" ] && has_postgis "$major" && has_venv; then
   exit 0
 fi
 
@@ -24,12 +28,15 @@ elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
 else
   echo "astra-stac needs the PostgreSQL server and PostGIS from your OS packages." >&2
   echo "Run as root (or with sudo):" >&2
-  echo "  apt-get update && apt-get install -y postgresql postgresql-${major:-15}-postgis-3" >&2
+  echo "  apt-get update && apt-get install -y python3-venv postgresql postgresql-${major:-15}-postgis-3" >&2
   exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
+if ! has_venv; then
+  $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
 if [ -z "$major" ]; then
   $SUDO apt-get install -y -qq postgresql-common >/dev/null
   # do not create and start a system-wide cluster: astra-stac runs its own
