@@ -15,6 +15,12 @@ from stac_fastapi.pgstac.db import con_init, get_connection
 from stac_fastapi.pgstac.models.extensions import Extensions
 
 from astra_stac import __version__, observability, openapi
+from astra_stac.assets.extension import (
+    DOWNLOAD_ROUTE,
+    AssetsExtension,
+    exclude_downloads_from_compression,
+)
+from astra_stac.assets.settings import AssetSettings
 from astra_stac.auth.ratelimit import RateLimiter
 from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier, RateLimits
 from astra_stac.catalog import Catalog
@@ -24,6 +30,7 @@ from astra_stac.providers import ProviderRegistry, load_registry
 from astra_stac.scenes import ScenesExtension
 from astra_stac.settings import ApiSettings, DatabaseSettings
 from astra_stac.stac.client import AstraCoreClient
+from astra_stac.stac.search import LenientCollectionsExtension, QueryExtension
 
 PREFIX = "/api/v1"
 # Routes anyone may call; everything else needs a key (unless auth is off).
@@ -41,6 +48,8 @@ PUBLIC_PATHS = frozenset(
 )
 # Operator-only routes.
 ADMIN_PATHS = frozenset({f"{PREFIX}/_mgmt/metrics"})
+# Signed download URLs: the signature, checked by the route, is the authorisation.
+PUBLIC_PREFIXES = frozenset({f"{PREFIX}{DOWNLOAD_ROUTE}/"})
 READ_ONLY_POSTS = frozenset({f"{PREFIX}/search"})
 # pystac-client only recognises v1.0.* conformance URIs; advertise both forms.
 SORT_CONFORMANCE = [
@@ -80,6 +89,7 @@ def create_app(
     api_settings: ApiSettings | None = None,
     dsn: str | None = None,
     registry: ProviderRegistry | None = None,
+    asset_settings: AssetSettings | None = None,
 ) -> FastAPI:
     """Build the API. Nothing connects until the app starts."""
     api_settings = api_settings or ApiSettings()
@@ -131,8 +141,15 @@ def create_app(
 
     extensions = Extensions(
         settings=pgstac_settings,
-        search_map={"sort": SearchSortExtension(conformance_classes=SORT_CONFORMANCE)},
-        extra_map={"scenes": ScenesExtension()},
+        search_map={
+            "sort": SearchSortExtension(conformance_classes=SORT_CONFORMANCE),
+            "query": QueryExtension(),
+            "collections": LenientCollectionsExtension(),
+        },
+        extra_map={
+            "scenes": ScenesExtension(),
+            "assets": AssetsExtension(settings=asset_settings),
+        },
     )
     api = instantiate_api(
         client=AstraCoreClient,
@@ -144,10 +161,12 @@ def create_app(
     app.state.api_settings = api_settings
     app.state.registry = registry
     register_error_handlers(app)
+    exclude_downloads_from_compression(app, PREFIX)
     policy = AccessPolicy(
         public_paths=PUBLIC_PATHS,
         read_only_posts=READ_ONLY_POSTS,
         admin_paths=ADMIN_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
     )
     app.add_middleware(ApiKeyMiddleware, policy=policy, limits=_rate_limits(api_settings))
     observability.install(app, PREFIX)

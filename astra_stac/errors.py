@@ -126,6 +126,13 @@ class Conflict(AstraError):
     code = "CONFLICT"
 
 
+class IngestError(AstraError):
+    """An ingest that cannot run at all (unreadable source, unreachable database)."""
+
+    status_code = 400
+    code = "INGEST_ERROR"
+
+
 class ServiceUnavailable(AstraError):
     """A dependency (the database) cannot be reached right now."""
 

@@ -25,10 +25,28 @@ from astra_stac.stac.scoping import (
     rewrite_id_filters,
     scope_item,
 )
+from astra_stac.stac.search import query_to_cql2
 
 GEOJSON = "application/geo+json"
 # A collection id no collection can have: searching it matches nothing.
 NO_COLLECTION = "astra:none"
+# The Fields extension's default set: what a valid STAC Item needs.
+DEFAULT_FIELDS = frozenset(
+    {
+        "type",
+        "stac_version",
+        "id",
+        "geometry",
+        "bbox",
+        "links",
+        "assets",
+        "properties.datetime",
+        "properties.start_datetime",
+        "properties.end_datetime",
+    }
+)
+# Kept whatever `fields` asks: scoping needs id and collection, a feature needs its type.
+KEPT_FIELDS = frozenset({"id", "collection", "type"})
 
 
 async def _collections_by_provider(catalog: Catalog) -> CollectionsOf:
@@ -48,6 +66,29 @@ def _as_cql2_json(search: PgstacSearch) -> dict[str, Any] | None:
     except Exception as exc:  # cql2 raises bare exceptions on parse errors
         raise InvalidParameter(f"Invalid filter: {exc}") from exc
     return dict(expr.to_json())
+
+
+def _fields(search: PgstacSearch, request: Request) -> Any:
+    """`fields` with the Fields extension's include/exclude semantics, or None if not asked.
+
+    stac-fastapi-pgstac reads an empty `include` as "everything". The extension
+    means the default set when `include` is null or empty (`?fields=` or
+    `?fields=-geometry` included), and everything only when `include` is missing
+    from the body and something is excluded.
+    """
+    if "fields" not in search.model_fields_set and "fields" not in request.query_params:
+        return None
+    fields = getattr(search, "fields", None)
+    if fields is None:
+        raise InvalidParameter("fields must be an object with `include` and/or `exclude` arrays.")
+    include = set(fields.include or ())
+    exclude = set(fields.exclude or ())
+    include_missing = "include" not in fields.model_fields_set
+    if not include and not (include_missing and exclude):
+        include = set(DEFAULT_FIELDS)
+    if include:
+        include |= KEPT_FIELDS
+    return fields.model_copy(update={"include": include, "exclude": exclude - KEPT_FIELDS})
 
 
 def _as_geojson(result: Any) -> Any:
@@ -78,16 +119,23 @@ class AstraCoreClient(CoreCrudClient):
         limit = search_request.limit or settings.default_page_size
         update["limit"] = min(limit, settings.max_page_size)
 
-        cql = _as_cql2_json(search_request)
+        clauses = [] if (cql := _as_cql2_json(search_request)) is None else [cql]
+        rewritten_filter = False
+        if (query := getattr(search_request, "query", None)) is not None:
+            # pgstac knows only the comparisons: every query is searched as CQL2
+            update["query"] = None
+            if (from_query := query_to_cql2(query)) is not None:
+                clauses.append(from_query)
+                rewritten_filter = True
         ids = search_request.ids
-        if ids or (cql is not None and filter_mentions_scoped_id(cql)):
+        if ids or filter_mentions_scoped_id(clauses):
             collections_of = await _collections_by_provider(catalog)
-            clauses = []
-            if cql is not None:
-                clauses.append(rewrite_id_filters(cql, collections_of))
+            clauses = [rewrite_id_filters(clause, collections_of) for clause in clauses]
             if ids:
                 clauses.append(ids_clause(list(ids), collections_of))
                 update["ids"] = None
+            rewritten_filter = True
+        if rewritten_filter:
             update["filter_expr"] = (
                 clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
             )
@@ -99,10 +147,8 @@ class AstraCoreClient(CoreCrudClient):
             wanted = search_request.collections or visible
             update["collections"] = [c for c in wanted if c in visible] or [NO_COLLECTION]
 
-        fields = getattr(search_request, "fields", None)
-        if fields is not None and fields.include:
-            # ids and collections are needed to scope each item
-            fields.include = set(fields.include) | {"id", "collection"}
+        if (fields := _fields(search_request, request)) is not None:
+            update["fields"] = fields
         rewritten = search_request.model_copy(update=update)
 
         result = await super()._search_base(rewritten, request)
@@ -111,9 +157,7 @@ class AstraCoreClient(CoreCrudClient):
             scope_item(feature, catalog.registry, base_url)
         return result
 
-    async def get_collection(
-        self, collection_id: str, request: Request, **kwargs: Any
-    ) -> Any:
+    async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         """A collection, unless the key may not see it."""
         if not request.app.state.catalog.visible(collection_id):
             raise NotFound(f"Collection {collection_id} does not exist.")

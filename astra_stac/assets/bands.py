@@ -1,0 +1,400 @@
+"""Band mapping: which asset of a scene holds which spectral band.
+
+`map_bands` reads the item's own band metadata first — STAC 1.0 `eo:bands`
+(objects, or the legacy indices into `properties["eo:bands"]`), STAC 1.1
+`bands` with `eo:common_name` — and uses the provider band table of the
+registry (by platform, else by the collection's `band_table`) to give every
+band its canonical native name (`OLI_B4`, `B4`, `SR_B4` and Earth Search's
+`red` all become Landsat/Sentinel-2 `B04`) and to fill what the item leaves out.
+
+Requested names are native (`B04`, `b4`) or common (`red`, `nir`), matched
+case-insensitively. A native-name match wins over a common-name match; a
+common name shared by several bands (`rededge`) returns all of them. When one
+band sits in several assets (CDSE `B01_20m`/`B01_60m`, Earth Search `red` and
+`red-jp2`) a COG is preferred, then the finest resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from astra_stac.errors import UnknownBand
+from astra_stac.providers import BandSpec, ProviderRegistry
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+_RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-hdf")
+_NOT_BAND_ROLES = {"thumbnail", "overview", "visual", "metadata"}
+_NATIVE = re.compile(r"^B(?:AND)?0*(\d+)([A-Z]?)$")
+# Nearest-wavelength matching only among table bands this close (micrometres).
+_WAVELENGTH_TOLERANCE = 0.03
+# Acronyms kept upper-case in generated titles.
+_ACRONYM_PREFIXES = ("nir", "swir", "lwir", "pan")
+
+
+@dataclass(frozen=True)
+class ResolvedBand:
+    """One spectral band of a scene and the asset that holds it.
+
+    `native_name` is the sensor's band name as the provider band table spells
+    it (`B04`), falling back to the item's own name when no table applies.
+    `names` holds every lower-case name the band answers to.
+    """
+
+    native_name: str
+    common_name: str | None
+    asset_key: str
+    asset: dict[str, Any]
+    center_wavelength: float | None
+    gsd: float | None
+    names: frozenset[str] = field(default_factory=frozenset)
+    table_index: int | None = None
+
+    @property
+    def href(self) -> str:
+        return str(self.asset.get("href", ""))
+
+    @property
+    def media_type(self) -> str | None:
+        value = self.asset.get("type")
+        return str(value) if value else None
+
+    @property
+    def title(self) -> str:
+        """`Red (B04) - 10m`, the way the spec titles a band."""
+        label = self.native_name
+        if self.common_name:
+            common = self.common_name
+            pretty = (
+                common.upper()
+                if common.lower().startswith(_ACRONYM_PREFIXES)
+                else common[:1].upper() + common[1:]
+            )
+            label = f"{pretty} ({self.native_name})"
+        if self.gsd:
+            return f"{label} - {self.gsd:g}m"
+        return label
+
+    def eo_band(self) -> dict[str, Any]:
+        """The band as an `eo:bands` entry."""
+        band: dict[str, Any] = {"name": self.native_name}
+        if self.common_name:
+            band["common_name"] = self.common_name
+        if self.center_wavelength is not None:
+            band["center_wavelength"] = self.center_wavelength
+        return band
+
+
+def is_cog_media_type(media_type: str | None) -> bool:
+    """Whether a media type declares a Cloud-Optimized GeoTIFF."""
+    if not media_type:
+        return False
+    parts = {p.strip().lower().replace(" ", "") for p in media_type.split(";")}
+    return bool(parts & {"profile=cloud-optimized", "cloud-optimized=true"})
+
+
+def normalize_native(name: str) -> str:
+    """A band name in comparable form: `OLI_B4`, `SR_B4`, `b4`, `Band4` → `B04`."""
+    upper = name.strip().upper()
+    tail = upper.rsplit("_", 1)[-1] if "_" in upper else upper
+    match = _NATIVE.match(tail)
+    if match is None:
+        return upper
+    number, suffix = match.groups()
+    return f"B{int(number):02d}{suffix}" if not suffix else f"B{int(number)}{suffix}"
+
+
+def _platform_key(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return re.sub(r"[\s_]+", "-", value.strip().lower())
+
+
+def band_table_for(
+    item: dict[str, Any], registry: ProviderRegistry
+) -> tuple[str | None, list[BandSpec]]:
+    """The registry band table that describes this item's sensor, if any.
+
+    The platform decides first (a Landsat collection holds TM, ETM+ and OLI
+    scenes); the collection's `band_table` is the fallback.
+    """
+    props = item.get("properties") or {}
+    for raw in (props.get("platform"), props.get("eo:platform")):
+        platform = _platform_key(raw)
+        if platform and platform in registry.platform_band_tables:
+            name = registry.platform_band_tables[platform]
+            return name, registry.band_tables[name]
+    for collection in (item.get("collection"), props.get("astra:collection")):
+        if not isinstance(collection, str):
+            continue
+        spec = registry.collection_spec(collection)
+        if spec is not None and spec.band_table:
+            return spec.band_table, registry.band_tables[spec.band_table]
+    return None, []
+
+
+@dataclass
+class _RawBand:
+    name: str | None
+    common_name: str | None
+    center_wavelength: float | None
+    gsd: float | None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _raw_band(entry: dict[str, Any]) -> _RawBand:
+    common = entry.get("common_name") or entry.get("eo:common_name")
+    wavelength = entry.get("center_wavelength", entry.get("eo:center_wavelength"))
+    return _RawBand(
+        name=str(entry["name"]) if entry.get("name") else None,
+        common_name=str(common) if common else None,
+        center_wavelength=_number(wavelength),
+        gsd=_number(entry.get("gsd")),
+    )
+
+
+def _asset_bands(item: dict[str, Any], asset: dict[str, Any]) -> list[_RawBand] | None:
+    """The bands an asset declares, or None when it declares none."""
+    declared = asset.get("bands")
+    if not isinstance(declared, list) or not declared:
+        declared = asset.get("eo:bands")
+    if not isinstance(declared, list) or not declared:
+        return None
+    item_bands = (item.get("properties") or {}).get("eo:bands") or []
+    bands = []
+    for entry in declared:
+        # STAC 0.9/1.0-beta: indices into the item's eo:bands.
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            if 0 <= entry < len(item_bands) and isinstance(item_bands[entry], dict):
+                bands.append(_raw_band(item_bands[entry]))
+            else:
+                bands.append(_RawBand(None, None, None, None))
+        elif isinstance(entry, dict):
+            bands.append(_raw_band(entry))
+        else:
+            bands.append(_RawBand(None, None, None, None))
+    return bands
+
+
+def _is_raster(asset: dict[str, Any]) -> bool:
+    media = str(asset.get("type") or "").lower()
+    if media and not media.startswith(_RASTER_MEDIA):
+        return False
+    roles = asset.get("roles")
+    return not (isinstance(roles, list) and _NOT_BAND_ROLES.intersection(roles))
+
+
+def _key_stem(asset_key: str) -> str:
+    """An asset key without file extension or resolution suffix: `B04_10m` → `B04`."""
+    stem = re.sub(r"\.(tif|tiff|jp2)$", "", asset_key, flags=re.IGNORECASE)
+    stem = re.sub(r"-jp2$", "", stem, flags=re.IGNORECASE)
+    return re.sub(r"_\d+m$", "", stem)
+
+
+def _table_entry(
+    raw: _RawBand, asset_key: str, table: Sequence[BandSpec]
+) -> tuple[int, BandSpec] | None:
+    """The table band a declared band is, by name, then common name, then wavelength."""
+    names = [raw.name] if raw.name else []
+    names.append(_key_stem(asset_key))
+    for name in names:
+        wanted = normalize_native(name)
+        for index, spec in enumerate(table):
+            if normalize_native(spec.name) == wanted:
+                return index, spec
+    candidates = list(enumerate(table))
+    if raw.common_name:
+        common = raw.common_name.lower()
+        candidates = [(i, s) for i, s in candidates if (s.common_name or "").lower() == common]
+        if not candidates:
+            candidates = [(i, s) for i, s in enumerate(table) if common in _lower(s.aliases)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            candidates = list(enumerate(table))
+    measured = raw.center_wavelength
+    if measured is None:
+        return None
+    distances = [
+        (abs(s.center_wavelength - measured), i, s)
+        for i, s in candidates
+        if s.center_wavelength is not None
+    ]
+    if distances:
+        distance, index, spec = min(distances, key=lambda entry: (entry[0], entry[1]))
+        if distance <= _WAVELENGTH_TOLERANCE:
+            return index, spec
+    return None
+
+
+def _lower(values: Iterable[str | None]) -> set[str]:
+    return {v.lower() for v in values if v}
+
+
+def _asset_gsd(asset: dict[str, Any]) -> float | None:
+    gsd = _number(asset.get("gsd"))
+    if gsd is not None:
+        return gsd
+    raster = asset.get("raster:bands")
+    if isinstance(raster, list) and raster and isinstance(raster[0], dict):
+        return _number(raster[0].get("spatial_resolution"))
+    return None
+
+
+def _resolve(
+    item: dict[str, Any],
+    asset_key: str,
+    asset: dict[str, Any],
+    raw: _RawBand,
+    table: Sequence[BandSpec],
+) -> ResolvedBand | None:
+    found = _table_entry(raw, asset_key, table) if table else None
+    index, spec = found if found else (None, None)
+    if spec is not None:
+        native = spec.name
+    elif raw.name:
+        native = raw.name
+    else:
+        return None
+    props = item.get("properties") or {}
+    gsd = (
+        _asset_gsd(asset)
+        or raw.gsd
+        or (spec.gsd if spec else None)
+        or _number(props.get("gsd"))
+        or _number(props.get("eo:gsd"))
+    )
+    common = raw.common_name or (spec.common_name if spec else None)
+    names = _lower([native, raw.name, raw.common_name])
+    names.add(normalize_native(native).lower())
+    if spec is not None:
+        names |= _lower([spec.name, spec.common_name, *spec.aliases])
+    return ResolvedBand(
+        native_name=native,
+        common_name=common,
+        asset_key=asset_key,
+        asset=asset,
+        center_wavelength=raw.center_wavelength
+        if raw.center_wavelength is not None
+        else (spec.center_wavelength if spec else None),
+        gsd=gsd,
+        names=frozenset(names),
+        table_index=index,
+    )
+
+
+def _candidates(item: dict[str, Any], table: Sequence[BandSpec]) -> list[ResolvedBand]:
+    """Every single-band raster asset of the item, resolved to a band."""
+    found: list[ResolvedBand] = []
+    assets = item.get("assets") or {}
+    for key, asset in assets.items():
+        if not isinstance(asset, dict) or not asset.get("href") or not _is_raster(asset):
+            continue
+        declared = _asset_bands(item, asset)
+        if declared is None:
+            # No band metadata: an asset keyed by a table band (`B04`, `red`) still is one.
+            if not table:
+                continue
+            by_name = _RawBand(None, None, None, None)
+            by_common = _RawBand(None, _key_stem(key), None, None)
+            if _table_entry(by_name, key, table) is not None:
+                declared = [by_name]
+            elif _table_entry(by_common, key, table) is not None:
+                declared = [by_common]
+            else:
+                continue
+        if len(declared) != 1:
+            continue
+        band = _resolve(item, key, asset, declared[0], table)
+        if band is not None:
+            found.append(band)
+    if not found and not table:
+        # Own data without band metadata: each raster data asset is a band named by its key.
+        for key, asset in assets.items():
+            roles = asset.get("roles") if isinstance(asset, dict) else None
+            if (
+                isinstance(asset, dict)
+                and asset.get("href")
+                and asset.get("type")
+                and _is_raster(asset)
+                and (not isinstance(roles, list) or "data" in roles)
+            ):
+                band = _resolve(item, key, asset, _RawBand(key, None, None, None), table)
+                if band is not None:
+                    found.append(band)
+    return found
+
+
+def _preference(band: ResolvedBand, order: int) -> tuple[bool, float, bool, int]:
+    return (
+        not is_cog_media_type(band.media_type),
+        band.gsd if band.gsd is not None else math.inf,
+        band.asset_key.lower().endswith("-jp2"),
+        order,
+    )
+
+
+def scene_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
+    """Each band of the scene once, in band-table order, from its best asset."""
+    _, table = band_table_for(item, registry)
+    best: dict[str, tuple[tuple[bool, float, bool, int], ResolvedBand]] = {}
+    for order, band in enumerate(_candidates(item, table)):
+        key = normalize_native(band.native_name)
+        rank = _preference(band, order)
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, band)
+    bands = [band for _, band in best.values()]
+    position = {id(b): i for i, b in enumerate(bands)}
+    return sorted(
+        bands,
+        key=lambda b: (
+            b.table_index if b.table_index is not None else len(table),
+            position[id(b)],
+        ),
+    )
+
+
+def _describe(bands: Sequence[ResolvedBand]) -> str:
+    if not bands:
+        return "none"
+    return ", ".join(
+        f"{b.native_name} ({b.common_name})" if b.common_name else b.native_name for b in bands
+    )
+
+
+def map_bands(
+    item: dict[str, Any], registry: ProviderRegistry, requested: list[str] | None
+) -> list[ResolvedBand]:
+    """The scene's bands named in `requested` (native or common names), in request order.
+
+    `None` (or an empty list) means every band asset of the scene. Names are
+    case-insensitive and a band asked for twice (`red,B04`) appears once. An
+    unknown name raises `UnknownBand` listing the bands the scene has.
+    """
+    bands = scene_bands(item, registry)
+    tokens = [t.strip() for t in (requested or []) if t and t.strip()]
+    if not tokens:
+        return bands
+    chosen: dict[str, ResolvedBand] = {}
+    for token in tokens:
+        wanted = token.lower()
+        native = normalize_native(token)
+        matches = [b for b in bands if normalize_native(b.native_name) == native]
+        if not matches:
+            matches = [b for b in bands if wanted in b.names]
+        if not matches:
+            scene = item.get("id", "this scene")
+            raise UnknownBand(
+                f"Band {token!r} is not in scene {scene}. Its bands are: {_describe(bands)}."
+            )
+        for band in matches:
+            chosen.setdefault(band.native_name, band)
+    return list(chosen.values())

@@ -1,0 +1,255 @@
+"""Where an asset's bytes are, and how a client (or GDAL) gets at them.
+
+- local files (`file://` hrefs, absolute paths, or paths relative to the storage
+  root) are served by the app's signed download route, only from inside the
+  storage root;
+- `s3://` objects get boto3 presigned URLs (any S3-compatible endpoint,
+  requester-pays buckets included);
+- `http(s)` hrefs are public, or signed by a pluggable `HrefSigner` (Planetary
+  Computer SAS tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import httpx
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from astra_stac.assets.settings import S3BucketSettings, S3Settings
+from astra_stac.errors import AssetUnavailable, NotFound
+
+logger = logging.getLogger(__name__)
+FILES_AREA = "files"
+CACHE_AREA = "cache"
+
+
+class SourceKind(Enum):
+    LOCAL = "local"
+    S3 = "s3"
+    HTTP = "http"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed asset href."""
+
+    href: str
+    kind: SourceKind
+    path: Path | None = None
+    bucket: str | None = None
+    key: str | None = None
+
+
+def parse_href(href: str, storage_root: Path) -> Source:
+    """What kind of place an href points at."""
+    parts = urlsplit(href)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise AssetUnavailable(f"Remote file:// hosts are not supported: {href}")
+        return Source(href, SourceKind.LOCAL, path=Path(unquote(parts.path)))
+    if scheme == "s3":
+        key = unquote(parts.path.lstrip("/"))
+        if not parts.netloc or not key:
+            raise AssetUnavailable(f"Not an s3://bucket/key href: {href}")
+        return Source(href, SourceKind.S3, bucket=parts.netloc, key=key)
+    if scheme in ("http", "https"):
+        return Source(href, SourceKind.HTTP)
+    if scheme == "" and href:
+        path = Path(href)
+        return Source(
+            href, SourceKind.LOCAL, path=path if path.is_absolute() else storage_root / path
+        )
+    raise AssetUnavailable(f"The asset resolver cannot serve {scheme}:// hrefs ({href}).")
+
+
+class LocalStorage:
+    """Files under the storage root, and the conversion cache, as download paths.
+
+    A download path is `files/<path under the root>` or `cache/<path under the
+    cache>`. Paths are resolved (symlinks and `..` included) and refused when
+    they leave their directory or pass through a hidden (`.`) directory, so the
+    signing key and other housekeeping files are never served.
+    """
+
+    def __init__(self, root: Path, cache_dir: Path) -> None:
+        self.root = root.resolve()
+        self.cache_dir = cache_dir.resolve()
+
+    def _areas(self) -> dict[str, Path]:
+        return {FILES_AREA: self.root, CACHE_AREA: self.cache_dir}
+
+    @staticmethod
+    def _inside(path: Path, base: Path, hidden_ok: bool = False) -> str | None:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(base):
+            return None
+        relative = resolved.relative_to(base)
+        if not hidden_ok and any(part.startswith(".") for part in relative.parts):
+            return None
+        return relative.as_posix()
+
+    def download_path(self, path: Path) -> str:
+        """The download path of a local file, or `AssetUnavailable` if it may not be served."""
+        relative = self._inside(path, self.cache_dir, hidden_ok=True)
+        if relative is not None:
+            return f"{CACHE_AREA}/{relative}"
+        relative = self._inside(path, self.root)
+        if relative is None:
+            logger.warning("asset %s is outside the storage root %s", path, self.root)
+            raise AssetUnavailable(
+                "This asset is stored outside the server's storage root (ASTRA_STORAGE_ROOT) "
+                "and cannot be served."
+            )
+        if not path.resolve().is_file():
+            raise AssetUnavailable("The file behind this asset is missing from storage.")
+        return f"{FILES_AREA}/{relative}"
+
+    def file_for(self, download_path: str) -> Path:
+        """The file a (signature-checked) download path names, or `NotFound`."""
+        area, _, rest = download_path.partition("/")
+        base = self._areas().get(area)
+        pure = PurePosixPath(rest)
+        if base is None or not rest or pure.is_absolute() or ".." in pure.parts:
+            raise NotFound("No such download.")
+        candidate = base.joinpath(*pure.parts)
+        if self._inside(candidate, base, hidden_ok=area == CACHE_AREA) is None:
+            raise NotFound("No such download.")
+        resolved = candidate.resolve()
+        if not resolved.is_file():
+            raise NotFound("The file behind this download is gone; resolve the asset again.")
+        return resolved
+
+
+def _move_request_payer_to_query(request: Any, **_: Any) -> None:
+    """Presigned URLs must carry requester-pays in the query, not as a header the
+    downloading client would have to send."""
+    value = request.headers.get("x-amz-request-payer")
+    if value:
+        del request.headers["x-amz-request-payer"]
+        separator = "&" if "?" in request.url else "?"
+        request.url = f"{request.url}{separator}x-amz-request-payer={value}"
+
+
+class S3Storage:
+    """Presigned URLs and object sizes for `s3://` hrefs (boto3)."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._sizes: dict[str, int] = {}
+
+    @lru_cache(maxsize=64)  # noqa: B019 - one client per bucket for the life of the app
+    def _client(self, bucket: str, unsigned: bool = False) -> Any:
+        conf = self.settings.for_bucket(bucket)
+        endpoint = conf.endpoint_url
+        style = conf.addressing_style or "auto"
+        if endpoint is None and conf.region:
+            # AWS itself: the regional endpoint, bucket in the host name (dotted
+            # names cannot be, their TLS certificate would not match).
+            endpoint = f"https://s3.{conf.region}.amazonaws.com"
+            if style == "auto":
+                style = "path" if "." in bucket else "virtual"
+        config = Config(
+            signature_version=UNSIGNED if unsigned else "s3v4",
+            s3={"addressing_style": style},
+            retries={"max_attempts": 2},
+            connect_timeout=5,
+            read_timeout=20,
+        )
+        session = boto3.session.Session()
+        client = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=conf.region or "us-east-1",
+            aws_access_key_id=conf.access_key_id,
+            aws_secret_access_key=conf.secret_access_key.get_secret_value()
+            if conf.secret_access_key
+            else None,
+            config=config,
+        )
+        client.meta.events.register("before-sign.s3.GetObject", _move_request_payer_to_query)
+        return client
+
+    def _params(self, conf: S3BucketSettings, bucket: str, key: str) -> dict[str, str]:
+        params = {"Bucket": bucket, "Key": key}
+        if conf.requester_pays:
+            params["RequestPayer"] = "requester"
+        return params
+
+    def presign(self, bucket: str, key: str, ttl: int) -> tuple[str, bool]:
+        """A GET URL for the object valid `ttl` seconds, and whether it is signed.
+
+        Without credentials anywhere in the AWS chain the plain (unsigned) URL
+        is returned, which works for public buckets.
+        """
+        conf = self.settings.for_bucket(bucket)
+        params = self._params(conf, bucket, key)
+        try:
+            url = self._client(bucket).generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=ttl
+            )
+            return str(url), True
+        except NoCredentialsError:
+            params.pop("RequestPayer", None)
+            url = self._client(bucket, unsigned=True).generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=ttl
+            )
+            return str(url).split("?", 1)[0], False
+
+    def _head_size(self, bucket: str, key: str) -> int:
+        conf = self.settings.for_bucket(bucket)
+        try:
+            head = self._client(bucket).head_object(**self._params(conf, bucket, key))
+        except NoCredentialsError:
+            head = self._client(bucket, unsigned=True).head_object(Bucket=bucket, Key=key)
+        return int(head["ContentLength"])
+
+    async def size(self, bucket: str, key: str) -> int | None:
+        """The object's size in bytes (cached), or None when S3 cannot tell."""
+        cache_key = f"{bucket}/{key}"
+        if cache_key in self._sizes:
+            return self._sizes[cache_key]
+        try:
+            size = await asyncio.to_thread(self._head_size, bucket, key)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("HEAD s3://%s/%s failed: %s", bucket, key, exc)
+            return None
+        self._sizes[cache_key] = size
+        return size
+
+
+class RemoteSizes:
+    """Sizes of public or SAS-signed http(s) objects, asked with HEAD and cached."""
+
+    def __init__(self, timeout: float, ttl: float = 24 * 3600) -> None:
+        self._timeout = timeout
+        self._ttl = ttl
+        self._sizes: dict[str, tuple[float, int | None]] = {}
+
+    async def size(self, cache_key: str, url: str) -> int | None:
+        cached = self._sizes.get(cache_key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        size: int | None = None
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=True) as client:
+                response = await client.head(url)
+            if response.status_code == 200 and "content-length" in response.headers:
+                size = int(response.headers["content-length"])
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.info("HEAD %s failed: %s", cache_key, exc)
+        # Failures are remembered briefly so a dead host does not slow every request.
+        self._sizes[cache_key] = (time.monotonic() + (self._ttl if size else 60.0), size)
+        return size

@@ -1,0 +1,122 @@
+"""What `/search` accepts beyond stac-fastapi-pgstac's request models.
+
+- The whole Query extension (https://github.com/stac-api-extensions/query): pgstac
+  only knows its comparisons, so `startsWith`, `endsWith`, `contains` and `in`
+  were refused. The search client now turns every `query` into CQL2-JSON.
+- `collections` given as one string in a POST body (`"a"` or `"a,b"`), as
+  stac-server accepts and stac-api-validator sends; GET already takes `a,b`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+import attr
+from fastapi import FastAPI
+from pydantic import BaseModel, BeforeValidator
+from stac_fastapi.pgstac.extensions import QueryExtension as PgstacQueryExtension
+from stac_fastapi.types.extension import ApiExtension
+
+from astra_stac.errors import InvalidParameter
+
+
+class QueryOperator(StrEnum):
+    """The Query extension's operators (`ne` kept: stac-fastapi-pgstac accepted it)."""
+
+    eq = "eq"
+    neq = "neq"
+    ne = "ne"
+    lt = "lt"
+    lte = "lte"
+    gt = "gt"
+    gte = "gte"
+    startsWith = "startsWith"
+    endsWith = "endsWith"
+    contains = "contains"
+    in_ = "in"
+
+
+class QueryPostRequest(BaseModel):
+    """The `query` member of a search, with every operator of the extension."""
+
+    query: dict[str, dict[QueryOperator, Any]] | None = None
+
+
+class QueryExtension(PgstacQueryExtension):
+    """stac-fastapi-pgstac's Query extension, accepting all of its operators."""
+
+    POST = QueryPostRequest
+
+
+_COMPARISONS = {
+    QueryOperator.eq: "=",
+    QueryOperator.neq: "<>",
+    QueryOperator.ne: "<>",
+    QueryOperator.lt: "<",
+    QueryOperator.lte: "<=",
+    QueryOperator.gt: ">",
+    QueryOperator.gte: ">=",
+}
+_PATTERNS = {
+    QueryOperator.startsWith: "{}%",
+    QueryOperator.endsWith: "%{}",
+    QueryOperator.contains: "%{}%",
+}
+_SCALARS = (str, int, float, bool)
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _clause(name: str, op: QueryOperator, value: Any) -> dict[str, Any]:
+    prop = {"property": name}
+    if op in _COMPARISONS:
+        if not isinstance(value, _SCALARS):
+            raise InvalidParameter(f"query: {name} {op.value} needs a string, number or boolean.")
+        return {"op": _COMPARISONS[op], "args": [prop, value]}
+    if op in _PATTERNS:
+        if not isinstance(value, str):
+            raise InvalidParameter(f"query: {name} {op.value} needs a string.")
+        return {"op": "like", "args": [prop, _PATTERNS[op].format(_like_literal(value))]}
+    if not isinstance(value, list) or not value or not all(isinstance(v, _SCALARS) for v in value):
+        raise InvalidParameter(f"query: {name} in needs a non-empty array of values.")
+    return {"op": "in", "args": [prop, value]}
+
+
+def query_to_cql2(query: Mapping[str, Mapping[Any, Any]]) -> dict[str, Any] | None:
+    """The CQL2-JSON equivalent of a `query`: every condition must hold."""
+    clauses = [
+        _clause(name, QueryOperator(op), value)
+        for name, conditions in query.items()
+        for op, value in conditions.items()
+    ]
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"op": "and", "args": clauses}
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CollectionsPostRequest(BaseModel):
+    """`collections` as an array, or as one comma-separated string."""
+
+    collections: Annotated[list[str] | None, BeforeValidator(_comma_separated)] = None
+
+
+@attr.s
+class LenientCollectionsExtension(ApiExtension):
+    """Adds no route or conformance class: only widens the POST search model."""
+
+    POST = CollectionsPostRequest
+    conformance_classes: list[str] = attr.ib(factory=list)
+    schema_href: str | None = attr.ib(default=None)
+
+    def register(self, app: FastAPI) -> None:
+        """Nothing to register."""
