@@ -31,14 +31,16 @@ def _settings_env_names() -> set[str]:
     return names
 
 
-def test_compose_has_the_database_and_the_api_with_health_checks():
+def test_compose_has_the_database_the_store_and_the_api_with_health_checks():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"database", "api"} <= set(services)
+    assert {"database", "storage", "api"} <= set(services)
     assert "postgis" in services["database"]["image"]
     for service in services.values():
         assert "healthcheck" in service
-    assert services["api"]["depends_on"]["database"]["condition"] == "service_healthy"
+    for dependency in ("database", "storage"):
+        assert services["api"]["depends_on"][dependency]["condition"] == "service_healthy"
+    assert int(services["api"]["environment"]["ASTRA_WORKERS"].split(":-")[1].rstrip("}")) > 1
     assert services["api"]["ports"] == ["${ASTRA_PORT:-8080}:8080"]
 
 
@@ -51,10 +53,20 @@ def test_compose_environment_names_are_settings_the_app_reads():
 
 def test_compose_hard_codes_no_secret():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    database = compose["services"]["database"]["environment"]
-    assert database["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    for service in compose["services"].values():
+        for name, value in (service.get("environment") or {}).items():
+            if any(word in name for word in ("PASSWORD", "SECRET", "SIGNING_KEY")):
+                assert str(value).startswith("${"), f"{name} is hard-coded"
     dsn = compose["services"]["api"]["environment"]["ASTRA_DATABASE_URL"]
     assert ":${POSTGRES_PASSWORD:?" in dsn
+
+
+def test_env_example_names_every_required_variable():
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z_]+)=", example, flags=re.M))
+    assert required <= documented, required - documented
 
 
 def test_readme_settings_table_names_real_settings():
