@@ -31,6 +31,7 @@ test: install lint
 	$(BIN)/pytest
 
 bench: install
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_items.py
 
 clean:

@@ -31,6 +31,7 @@ from astra_stac.scenes import ScenesExtension
 from astra_stac.settings import ApiSettings, DatabaseSettings
 from astra_stac.stac.client import AstraCoreClient
 from astra_stac.stac.search import LenientCollectionsExtension, QueryExtension
+from astra_stac.tiler import TilerSettings, register_tiler
 
 PREFIX = "/api/v1"
 # Routes anyone may call; everything else needs a key (unless auth is off).
@@ -51,6 +52,8 @@ ADMIN_PATHS = frozenset({f"{PREFIX}/_mgmt/metrics"})
 # Signed download URLs: the signature, checked by the route, is the authorisation.
 PUBLIC_PREFIXES = frozenset({f"{PREFIX}{DOWNLOAD_ROUTE}/"})
 READ_ONLY_POSTS = frozenset({f"{PREFIX}/search"})
+# The tiler's POSTs (statistics or an image of a GeoJSON feature) only read.
+READ_ONLY_POST_PATTERNS = (rf"{PREFIX}/scenes/[^/]+/(?:statistics|feature(?:[./].*)?)",)
 # pystac-client only recognises v1.0.* conformance URIs; advertise both forms.
 SORT_CONFORMANCE = [
     SortConformanceClasses.ITEM_SEARCH_SORT,
@@ -90,6 +93,7 @@ def create_app(
     dsn: str | None = None,
     registry: ProviderRegistry | None = None,
     asset_settings: AssetSettings | None = None,
+    tiler_settings: TilerSettings | None = None,
 ) -> FastAPI:
     """Build the API. Nothing connects until the app starts."""
     api_settings = api_settings or ApiSettings()
@@ -162,13 +166,20 @@ def create_app(
     app.state.registry = registry
     register_error_handlers(app)
     exclude_downloads_from_compression(app, PREFIX)
+    tile_urls = register_tiler(app, PREFIX, tiler_settings)
     policy = AccessPolicy(
         public_paths=PUBLIC_PATHS,
         read_only_posts=READ_ONLY_POSTS,
         admin_paths=ADMIN_PATHS,
         public_prefixes=PUBLIC_PREFIXES,
+        read_only_post_patterns=READ_ONLY_POST_PATTERNS,
     )
-    app.add_middleware(ApiKeyMiddleware, policy=policy, limits=_rate_limits(api_settings))
+    app.add_middleware(
+        ApiKeyMiddleware,
+        policy=policy,
+        limits=_rate_limits(api_settings),
+        signed_urls=tile_urls,
+    )
     observability.install(app, PREFIX)
     openapi.install(app, is_public=lambda path: policy.required_scope("GET", path) is None)
     return app

@@ -1,4 +1,4 @@
-"""The `astra-stac` command: serve, db migrate, keys create/list/revoke."""
+"""The `astra-stac` command: serve, ingest, db migrate, keys create/list/revoke."""
 
 from __future__ import annotations
 
@@ -115,6 +115,65 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bbox(value: str) -> list[float]:
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (4, 6):
+        raise argparse.ArgumentTypeError("expected west,south,east,north")
+    return numbers
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, sep, content = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError("expected 'Name: value'")
+    return name.strip(), content.strip()
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from astra_stac.ingest.console import run_ingest
+    from astra_stac.ingest.pipeline import IngestOptions
+    from astra_stac.ingest.sources import ApiQuery, SourceOptions
+    from astra_stac.providers import load_registry
+
+    registry = load_registry(ApiSettings().providers_file)
+    if args.provider and args.provider not in registry.providers:
+        known = ", ".join(registry.providers)
+        print(f"astra-stac: unknown provider {args.provider!r}; known: {known}", file=sys.stderr)
+        return 2
+    query = ApiQuery(
+        collections=_comma_list(args.collections),
+        bbox=args.bbox,
+        datetime=args.datetime,
+        filter=args.filter,
+        max_items=args.max_items,
+        page_size=args.page_size,
+    )
+    options = IngestOptions(
+        provider=args.provider, dry_run=args.dry_run, batch_size=args.batch_size
+    )
+    with database(args.data_dir) as dsn:
+        if not args.dry_run:
+            migrate(dsn)
+        return run_ingest(
+            dsn,
+            registry,
+            args.sources,
+            options,
+            SourceOptions(query=query, headers=dict(args.header or [])),
+            as_json=args.json,
+        )
+
+
 def _load_demo(dsn: str, data_dir: Path) -> str:
     from astra_stac.demo import load_demo
     from astra_stac.providers import load_registry
@@ -199,6 +258,43 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--demo", action="store_true", help="load demo scenes and print a key")
     serve.set_defaults(func=_cmd_serve)
+
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[data_dir],
+        help="load STAC items and collections from files, catalogs or a STAC API",
+        description=(
+            "Load STAC items (and their collections) into the catalogue. SOURCE is an item "
+            "JSON file, an ItemCollection/FeatureCollection, NDJSON, a directory of these, "
+            "a static catalog (catalog.json/collection.json) or the URL of a STAC API. "
+            "Exit status: 0 all stored, 1 something failed, 2 bad usage, 130 interrupted."
+        ),
+    )
+    ingest.add_argument("sources", nargs="+", metavar="SOURCE")
+    ingest.add_argument(
+        "--provider", help="provider prefix for every item (default: detected per item)"
+    )
+    ingest.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+    ingest.add_argument("--collections", help="STAC API: comma list of collection ids")
+    ingest.add_argument("--bbox", type=_bbox, help="STAC API: west,south,east,north")
+    ingest.add_argument("--datetime", help="STAC API: an RFC 3339 instant or interval")
+    ingest.add_argument("--filter", help="STAC API: a CQL2 filter (text, or JSON)")
+    ingest.add_argument("--max-items", type=_positive, help="STAC API: stop after N items")
+    ingest.add_argument(
+        "--page-size", type=_positive, default=100, help="STAC API: items per page (100)"
+    )
+    ingest.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="HTTP header for URL sources, e.g. 'Authorization: Bearer …' (repeatable)",
+    )
+    ingest.add_argument(
+        "--batch-size", type=_positive, default=2000, help="items per transaction (2000)"
+    )
+    ingest.set_defaults(func=_cmd_ingest)
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -13,9 +13,13 @@ from typing import Any
 from asyncpg import exceptions as pg_errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from morecantile.errors import InvalidZoomError, MorecantileError
+from rasterio.errors import RasterioError, RasterioIOError
+from rio_tiler import errors as tiler_errors
 from stac_fastapi.types import errors as stac_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from titiler.core.errors import BadRequestError, TileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +185,27 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 _FOREIGN_ERRORS.update({exc: (503, "SERVICE_UNAVAILABLE") for exc in DATABASE_UNAVAILABLE})
 DATABASE_UNAVAILABLE_MESSAGE = "The catalogue database is unavailable; try again shortly."
 
+# rio-tiler's and titiler's errors on the tiler routes. Most come from request
+# parameters (400); a band file that cannot be read is the upstream's fault (502).
+# RasterioIOError is also an OSError: listed here, it is not taken for the database.
+_TILER_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    tiler_errors.RioTilerError: (400, "INVALID_PARAMETER"),
+    tiler_errors.TileOutsideBounds: (404, "TILE_OUTSIDE_BOUNDS"),
+    TileNotFoundError: (404, "TILE_OUTSIDE_BOUNDS"),
+    tiler_errors.PointOutsideBounds: (404, "POINT_OUTSIDE_BOUNDS"),
+    tiler_errors.InvalidExpression: (400, "INVALID_EXPRESSION"),
+    tiler_errors.InvalidAssetName: (400, "UNKNOWN_BAND"),
+    tiler_errors.InvalidBandName: (400, "UNKNOWN_BAND"),
+    tiler_errors.InvalidFormat: (400, "UNKNOWN_FORMAT"),
+    tiler_errors.MaxArraySizeError: (400, "IMAGE_TOO_LARGE"),
+    BadRequestError: (400, "INVALID_PARAMETER"),
+    MorecantileError: (400, "INVALID_PARAMETER"),
+    InvalidZoomError: (404, "TILE_OUTSIDE_BOUNDS"),
+    RasterioIOError: (502, "ASSET_UNAVAILABLE"),
+    RasterioError: (502, "ASSET_UNAVAILABLE"),
+}
+ASSET_UNAVAILABLE_MESSAGE = "A file of this scene could not be read; try again later."
+
 
 def error_response(
     status_code: int, code: str, description: str, headers: dict[str, str] | None = None
@@ -220,11 +245,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, description, getattr(exc, "headers", None))
 
 
-def _foreign_error_handler(status_code: int, code: str) -> Any:
+def _foreign_error_handler(
+    status_code: int, code: str, server_message: str = DATABASE_UNAVAILABLE_MESSAGE
+) -> Any:
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if status_code >= 500:
             logger.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc)
-            description = DATABASE_UNAVAILABLE_MESSAGE
+            description = server_message
         else:
             description = str(exc) or type(exc).__name__
             # pgstac prefixes its own messages; keep them short and free of SQL context.
@@ -246,4 +273,8 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for exc_type, (status_code, code) in _FOREIGN_ERRORS.items():
         app.add_exception_handler(exc_type, _foreign_error_handler(status_code, code))
+    for exc_type, (status_code, code) in _TILER_ERRORS.items():
+        app.add_exception_handler(
+            exc_type, _foreign_error_handler(status_code, code, ASSET_UNAVAILABLE_MESSAGE)
+        )
     app.add_exception_handler(Exception, _unexpected_error)

@@ -734,36 +734,34 @@ async def _get(
     return elapsed
 
 
-async def run_series(
-    base: str,
-    series: Series,
-    targets: list[tuple[str, str]],
-    concurrency: int,
-    warmup: list[tuple[str, str]],
-    headers: dict[str, str],
-) -> tuple[list[int], float]:
-    """Latencies (ns) of every request and the wall time (s) of the measured part."""
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+class Client:
+    """Keep-alive connections to one server, reused for a series' warm-up and every round."""
 
-        async def worker(share: list[tuple[str, str]], out: list[int]) -> None:
-            for collection, item_id in share:
-                url = base + series.path(collection, item_id)
-                out.append(
-                    await _get(session, url, series.expected_id(collection, item_id), headers)
-                )
+    def __init__(self, base: str, series: Series, concurrency: int, headers: dict[str, str]):
+        self.base, self.series, self.concurrency, self.headers = base, series, concurrency, headers
+        connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+        self.session = aiohttp.ClientSession(connector=connector)
 
-        async def run(requests: list[tuple[str, str]]) -> list[int]:
-            outs: list[list[int]] = [[] for _ in range(concurrency)]
-            await asyncio.gather(
-                *(worker(requests[i::concurrency], outs[i]) for i in range(concurrency))
-            )
-            return [x for out in outs for x in out]
+    async def _worker(self, share: list[tuple[str, str]], out: list[int]) -> None:
+        for collection, item_id in share:
+            url = self.base + self.series.path(collection, item_id)
+            expected = self.series.expected_id(collection, item_id)
+            out.append(await _get(self.session, url, expected, self.headers))
 
-        await run(warmup)
+    async def run(self, requests: list[tuple[str, str]]) -> tuple[list[int], float]:
+        """Latencies (ns) of these requests over `concurrency` connections, and the wall time."""
+        outs: list[list[int]] = [[] for _ in range(self.concurrency)]
         started = time.perf_counter()
-        latencies = await run(targets)
-        return latencies, time.perf_counter() - started
+        await asyncio.gather(
+            *(
+                self._worker(requests[i :: self.concurrency], outs[i])
+                for i in range(self.concurrency)
+            )
+        )
+        return [x for out in outs for x in out], time.perf_counter() - started
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def _comparable(item: dict[str, Any]) -> dict[str, Any]:
@@ -1007,8 +1005,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--requests", type=int, default=3000, help="measured requests per server, route, level"
     )
-    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="warm-up requests per series and level"
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per server")
     parser.add_argument(
         "--concurrency", default="1,8", help="comma-separated keep-alive connection counts"
@@ -1053,27 +1053,40 @@ def _prepare_dir(args: argparse.Namespace) -> Path:
 async def measure(
     servers: dict[str, Server], args: argparse.Namespace, sample: list[tuple[str, str]]
 ) -> dict[str, Any]:
+    """Warm every series up, then measure them in short interleaved rounds.
+
+    Short rounds with a rotating order spread background load (other processes on
+    the machine) evenly over the servers, so the ratios stay meaningful.
+    """
     headers = {"Authorization": f"Bearer {args.key}", "Accept-Encoding": args.accept_encoding}
     warmup, measured = sample[: args.warmup], sample[args.warmup :]
     per_round = math.ceil(args.requests / args.rounds)
-    latencies: dict[tuple[int, str], list[int]] = {}
-    seconds: dict[tuple[int, str], float] = {}
-    for level in args.levels:
-        for round_no in range(args.rounds):
-            targets_ = measured[round_no * per_round : (round_no + 1) * per_round]
-            # Rotate the order each round so that no server always goes first.
-            order = SERIES[round_no % len(SERIES) :] + SERIES[: round_no % len(SERIES)]
-            for series in order:
-                key = (level, f"{series.server}/{series.route}")
-                lat, wall = await run_series(
-                    servers[series.server].base, series, targets_, level, warmup, headers
-                )
-                latencies.setdefault(key, []).extend(lat)
-                seconds[key] = seconds.get(key, 0.0) + wall
-            print(f"  {level} connection(s): round {round_no + 1}/{args.rounds} done", flush=True)
     results: dict[str, Any] = {}
-    for (level, name), values in latencies.items():
-        results.setdefault(str(level), {})[name] = summarise(values, seconds[(level, name)])
+    for level in args.levels:
+        clients = [Client(servers[s.server].base, s, level, headers) for s in SERIES]
+        latencies: dict[str, list[int]] = {}
+        seconds: dict[str, float] = {}
+        try:
+            for client in clients:
+                await client.run(warmup)
+            for round_no in range(args.rounds):
+                targets_ = measured[round_no * per_round : (round_no + 1) * per_round]
+                shift = round_no % len(clients)
+                for client in clients[shift:] + clients[:shift]:
+                    name = f"{client.series.server}/{client.series.route}"
+                    lat, wall = await client.run(targets_)
+                    latencies.setdefault(name, []).extend(lat)
+                    seconds[name] = seconds.get(name, 0.0) + wall
+        finally:
+            for client in clients:
+                await client.close()
+        results[str(level)] = {
+            f"{s.server}/{s.route}": summarise(
+                latencies[f"{s.server}/{s.route}"], seconds[f"{s.server}/{s.route}"]
+            )
+            for s in SERIES
+        }
+        print(f"  {level} connection(s): {args.rounds} rounds done", flush=True)
     return results
 
 

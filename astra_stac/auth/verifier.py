@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from asyncpg import Pool
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
@@ -120,6 +121,8 @@ class AccessPolicy:
     # GET/HEAD under these prefixes is public because the route checks its own
     # authorisation (signed download URLs).
     public_prefixes: frozenset[str] = frozenset()
+    # POSTs that only read, matched in full as regular expressions (tiler statistics).
+    read_only_post_patterns: tuple[str, ...] = ()
 
     def required_scope(self, method: str, path: str) -> Scope | None:
         """None for a public request, else the scope it needs."""
@@ -129,7 +132,14 @@ class AccessPolicy:
             return None
         if path in self.admin_paths:
             return Scope.admin
-        if method in self.write_methods and path not in self.read_only_posts:
+        if (
+            method in self.write_methods
+            and path not in self.read_only_posts
+            and not (
+                method == "POST"
+                and any(re.fullmatch(p, path) for p in self.read_only_post_patterns)
+            )
+        ):
             return Scope.write
         return Scope.read
 
@@ -143,6 +153,17 @@ class TooManyRequests(AstraError):
     def __init__(self, description: str, retry_after: int) -> None:
         super().__init__(description)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class SignedUrlCheck(Protocol):
+    """Checks a signed URL in place of a Bearer key (see `astra_stac.tiler.signing`).
+
+    Returns True when the request carries a valid signature for its path, False
+    when it carries none or its path cannot be signed, and raises an
+    `AstraError` (403) when the signature is altered or expired.
+    """
+
+    def __call__(self, app: Any, path: str, query: QueryParams) -> bool: ...
 
 
 @dataclass
@@ -160,13 +181,22 @@ class ApiKeyMiddleware:
     STAC, scenes, assets, tiles, and any mounted later — is covered by the one
     explicit public list in `AccessPolicy`. It also applies rate limits, puts
     the key in `current_key` for the catalogue, and writes an audit line for
-    every refused request.
+    every refused request. With `signed_urls`, a read without an Authorization
+    header may instead carry a signature (tile URLs of a TileJSON); it then
+    runs without a key.
     """
 
-    def __init__(self, app: ASGIApp, policy: AccessPolicy, limits: RateLimits | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: AccessPolicy,
+        limits: RateLimits | None,
+        signed_urls: SignedUrlCheck | None = None,
+    ) -> None:
         self.app = app
         self.policy = policy
         self.limits = limits
+        self.signed_urls = signed_urls
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,9 +208,13 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("unknown", 0))[0]
+        headers = Headers(scope=scope)
         key: StoredKey | None = None
         try:
-            key = await self._authenticate(fastapi_app, client, needed, Headers(scope=scope))
+            if await self._signed(fastapi_app, client, needed, scope, headers):
+                await self.app(scope, receive, send)
+                return
+            key = await self._authenticate(fastapi_app, client, needed, headers)
         except AstraError as exc:
             audit_log.warning(
                 "request denied",
@@ -205,6 +239,29 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
         finally:
             current_key.reset(token)
+
+    async def _signed(
+        self, app: Any, client: str, needed: Scope, scope: ASGIScope, headers: Headers
+    ) -> bool:
+        """Whether a signed URL authorises this read (a Bearer key, when sent, wins)."""
+        if (
+            self.signed_urls is None
+            or needed is not Scope.read
+            or scope["method"] not in ("GET", "HEAD")
+            or "authorization" in headers
+        ):
+            return False
+        query = QueryParams(scope.get("query_string", b""))
+        if "sig" not in query:
+            return False
+        if self.limits and (wait := self.limits.failed_auth.retry_after(client)):
+            raise TooManyRequests("Too many failed authentications; slow down.", wait)
+        try:
+            return self.signed_urls(app, scope["path"], query)
+        except AstraError:
+            if self.limits:
+                self.limits.failed_auth.spend(client)
+            raise
 
     async def _authenticate(
         self, app: Any, client: str, needed: Scope, headers: Headers
