@@ -10,13 +10,15 @@ What it does, in order:
    `raster:bands` and projection fields) as one NDJSON file, spread over 2021-2024;
 3. loads the upstream collection in both databases (pypgstac needs it to exist;
    astra-stac reads the same collection.json in the same command);
-4. times, as a user runs them:
-   - `astra-stac ingest <collection.json> <items.ndjson>` (detects the provider,
+4. times, as a user runs them, on the file cut into `--rounds` parts, the two
+   commands taking turns part by part (so background load on a shared machine hits
+   both alike; each loads into its own database, which grows alike):
+   - `astra-stac ingest <collection.json> <part.ndjson>` (detects the provider,
      validates every item with stac-pydantic, adds band names, classifies each item
      against what is stored, writes 2,000 items per transaction);
-   - `pypgstac load items <items.ndjson> --method upsert` (no validation, no
+   - `pypgstac load items <part.ndjson> --method upsert` (no validation, no
      classification, one transaction per partition and chunk);
-5. runs astra-stac again on the same file (every item unchanged), and prints
+5. runs astra-stac again on the whole file (every item unchanged), and prints
    items/s and the ratio astra / pypgstac; writes
    `benchmarks/results/ingest-<N>.md` and `.json`.
 
@@ -56,15 +58,16 @@ BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def write_items(path: Path, count: int) -> None:
-    """`count` distinct items derived from one real Earth Search item."""
+def write_items(path: Path, first: int, count: int, total: int) -> None:
+    """Items `first` … `first + count - 1` of `total` distinct items derived from one
+    real Earth Search item."""
     template = json.loads(TEMPLATE_ITEM.read_text())
     start = dt.datetime(2021, 1, 1, 10, 30, tzinfo=dt.UTC)
     with path.open("wb") as out:
-        for n in range(count):
+        for n in range(first, first + count):
             item = copy.deepcopy(template)
             item["id"] = f"S2A_{n:07d}_BENCH_0_L2A"
-            when = start + dt.timedelta(hours=n * 35040 / max(count, 1))
+            when = start + dt.timedelta(hours=n * 35040 / max(total, 1))
             stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             props = item["properties"]
             props["datetime"] = props["created"] = props["updated"] = stamp
@@ -108,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="parts the two take turns on")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="astra-bench-ingest-", dir="/tmp"))
@@ -115,10 +119,16 @@ def main() -> None:
     cluster = EmbeddedPostgres(base / "db")
     cluster.start()
     try:
-        items = base / "items.ndjson"
-        print(f"writing {args.items:,} items …", flush=True)
-        write_items(items, args.items)
-        size_mb = items.stat().st_size / 1e6
+        print(f"writing {args.items:,} items in {args.rounds} NDJSON files …", flush=True)
+        per_part = -(-args.items // args.rounds)
+        parts = []
+        for number in range(args.rounds):
+            first = number * per_part
+            count = min(per_part, args.items - first)
+            if count > 0:
+                parts.append(base / f"items-{number}.ndjson")
+                write_items(parts[-1], first, count, args.items)
+        size_mb = sum(p.stat().st_size for p in parts) / 1e6
 
         astra_dsn = create_database(cluster, "astra_ingest")
         plain_dsn = create_database(cluster, "pypgstac_load")
@@ -131,36 +141,47 @@ def main() -> None:
         )
 
         env = {**os.environ, "ASTRA_DATABASE_URL": astra_dsn}
-        ingest = [
-            str(BIN / "astra-stac"),
-            "ingest",
-            str(collection),
-            str(items),
-            "--json",
-            "--batch-size",
-            str(args.batch_size),
-        ]
-        print("astra-stac ingest …", flush=True)
-        astra_seconds, out = timed(ingest, env)
-        astra_report = json.loads(out)
-        print("pypgstac load …", flush=True)
-        plain_seconds, _ = timed(
-            [
+
+        def astra(*paths: Path) -> list[str]:
+            return [
+                str(BIN / "astra-stac"),
+                "ingest",
+                str(collection),
+                *map(str, paths),
+                "--json",
+                "--batch-size",
+                str(args.batch_size),
+            ]
+
+        def plain(path: Path) -> list[str]:
+            return [
                 str(BIN / "pypgstac"),
                 "load",
                 "items",
-                str(items),
+                str(path),
                 "--dsn",
                 plain_dsn,
                 "--method",
                 "upsert",
             ]
-        )
+
+        astra_seconds = plain_seconds = 0.0
+        inserted = 0
+        for number, part in enumerate(parts):
+            runs = [("astra", astra(part)), ("plain", plain(part))]
+            for name, command in runs if number % 2 == 0 else runs[::-1]:
+                print(f"round {number + 1}/{len(parts)}: {name} …", flush=True)
+                seconds, out = timed(command, env if name == "astra" else None)
+                if name == "astra":
+                    astra_seconds += seconds
+                    inserted += json.loads(out)["totals"]["inserted"]
+                else:
+                    plain_seconds += seconds
         print("astra-stac ingest again (unchanged) …", flush=True)
-        again_seconds, out = timed(ingest, env)
+        again_seconds, out = timed(astra(*parts), env)
         again_report = json.loads(out)
 
-        assert astra_report["totals"]["inserted"] == args.items, astra_report["totals"]
+        assert inserted == args.items, inserted
         assert again_report["totals"]["unchanged"] == args.items, again_report["totals"]
         assert item_count(astra_dsn) == item_count(plain_dsn) == args.items
 
@@ -169,6 +190,7 @@ def main() -> None:
             "items": n,
             "ndjson_mb": round(size_mb, 1),
             "batch_size": args.batch_size,
+            "rounds": args.rounds,
             "astra_seconds": round(astra_seconds, 2),
             "astra_items_per_second": round(n / astra_seconds),
             "pypgstac_seconds": round(plain_seconds, 2),

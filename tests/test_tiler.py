@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -9,8 +10,22 @@ import httpx
 import morecantile
 import numpy as np
 import pytest
+import rasterio
 from rasterio.io import MemoryFile
 
+from astra_stac.assets.settings import S3BucketSettings, S3Settings
+from astra_stac.auth import store
+from astra_stac.auth.keys import Scope
+from astra_stac.errors import AssetUnavailable
+from astra_stac.tiler.reader import BandReader
+from astra_stac.tiler.sources import gdal_source
+
+pytestmark = [
+    # Decoding a PNG: it has no georeferencing, as expected.
+    pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning"),
+    # rio-tiler on `raster:bands` without statistics (the demo items have none).
+    pytest.mark.filterwarnings("ignore:Some statistics data in STAC are invalid"),
+]
 SCENE = "earth-search:S2A_13TDE_20231008_0_L2A"
 BASE = f"/api/v1/scenes/{SCENE}"
 # Inside the scene's footprint (bbox -106.18,39.66,-104.88,40.65).
@@ -137,6 +152,31 @@ def test_ndvi_statistics_from_common_names(client, auth):
         f"{BASE}/statistics", params={"expression": "(B08-B04)/(B08+B04)"}, headers=auth
     )
     assert next(iter(native.json().values()))["mean"] == pytest.approx(band["mean"])
+
+
+def test_expressions_keep_functions_and_numbers(client, auth):
+    response = client.get(
+        f"{BASE}/point/{LON},{LAT}",
+        params={"expression": "where(nir > red, 1e0, 0);B04 * 2"},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    red = client.get(f"{BASE}/point/{LON},{LAT}", params={"bands": "red"}, headers=auth)
+    flag, doubled = response.json()["values"]
+    assert flag in (0, 1)
+    assert doubled == 2 * red.json()["values"][0]
+
+
+def test_key_restrictions_apply_to_tiles(client, auth, dsn):
+    # A key that may see everything warms the scene cache first...
+    assert client.get(f"{BASE}/info", params={"bands": "red"}, headers=auth).status_code == 200
+    # ...which must not leak the scene to a key restricted to another provider.
+    secret = store.create_key(dsn, "landsat-only", Scope.read, providers=["landsat"])[0].secret
+    restricted = {"Authorization": f"Bearer {secret}"}
+    response = client.get(tile_path(INSIDE), params={"bands": "red"}, headers=restricted)
+    assert_error(response, 404, "SCENE_NOT_FOUND")
+    tilejson = client.get(f"{BASE}/WebMercatorQuad/tilejson.json", headers=restricted)
+    assert_error(tilejson, 404, "SCENE_NOT_FOUND")
 
 
 def test_point_value(client, auth):
@@ -285,3 +325,39 @@ def test_no_route_takes_a_url(client, auth):
     )
     assert injected.status_code == 200
     assert injected.json() == plain.json()
+
+
+def test_hrefs_map_to_gdal_paths(tmp_path):
+    s3 = S3Settings(
+        buckets={"eodata": S3BucketSettings(endpoint_url="http://127.0.0.1:9000")},
+        access_key_id="id",
+        secret_access_key="secret",
+    )
+
+    def source(href: str):
+        return asyncio.run(gdal_source(href, tmp_path, s3, []))
+
+    inside = tmp_path / "b04.tif"
+    inside.write_bytes(b"")
+    local = source(inside.as_uri())
+    assert (local.path, local.local) == (str(inside), True)
+    remote = source("s3://eodata/Sentinel-2/B04.jp2")
+    assert remote.path == "/vsis3/eodata/Sentinel-2/B04.jp2"
+    assert remote.env["AWS_S3_ENDPOINT"] == "127.0.0.1:9000"
+    assert remote.env["AWS_HTTPS"] == "NO" and remote.env["AWS_VIRTUAL_HOSTING"] == "FALSE"
+    https = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/x/B04.tif"
+    assert source(https).path == https
+    for refused in ("file:///etc/passwd", "/vsicurl/http://x/y.tif", "<VRTDataset/>", "ftp://x/y"):
+        with pytest.raises(AssetUnavailable):
+            source(refused)
+
+
+def test_band_files_open_with_raster_drivers_only(tmp_path):
+    vrt = tmp_path / "looks-like.tif"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
+        "<SimpleSource><SourceFilename>/etc/hostname</SourceFilename></SimpleSource>"
+        "</VRTRasterBand></VRTDataset>"
+    )
+    with rasterio.Env(), pytest.raises(rasterio.errors.RasterioIOError):
+        BandReader(str(vrt))

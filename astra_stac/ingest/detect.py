@@ -37,8 +37,8 @@ def _prefix(url: str) -> str:
 
 
 def _under(href: str, prefix: str) -> bool:
-    """Whether `href` lies under the URL `prefix` (path-segment aware, case-insensitive host)."""
-    if not href.lower().startswith(prefix):
+    """Whether the lower-cased `href` lies under the URL `prefix` (path-segment aware)."""
+    if not href.startswith(prefix):
         return False
     rest = href[len(prefix) : len(prefix) + 1]
     return rest in ("", "/", "?", "#")
@@ -87,8 +87,9 @@ class ProviderDetector:
         for href in hrefs:
             if not isinstance(href, str):
                 continue
+            lowered = href.lower()
             for prefix, provider in prefixes:
-                if _under(href, prefix):
+                if _under(lowered, prefix):
                     counts[provider.prefix] += 1
                     break
         return counts

@@ -142,12 +142,19 @@ class _BandLookup:
             for name in {spec.common_name, *spec.aliases} - {None}:
                 assert name is not None
                 counts[name.lower()] = counts.get(name.lower(), 0) + 1
+        self._keys: dict[str, BandSpec | None] = {}
         self.by_common: dict[str, BandSpec] = {}
         for spec in table:
             for name in {spec.common_name, *spec.aliases} - {None}:
                 assert name is not None
                 if counts[name.lower()] == 1:
                     self.by_common[name.lower()] = spec
+
+    def for_key(self, key: str) -> BandSpec | None:
+        """The band an asset key names (`B04`, `SR_B4.TIF`, `red`), remembered per key."""
+        if key not in self._keys:
+            self._keys[key] = self.find(key)
+        return self._keys[key]
 
     def find(self, *names: object) -> BandSpec | None:
         """The band any of `names` denotes: a native name first, then a common name."""
@@ -179,7 +186,7 @@ def _uses_bands_array(item: dict[str, Any]) -> bool:
     return match is not None and (int(match[1]), int(match[2])) >= (1, 1)
 
 
-def _is_band_file(key: str, asset: dict[str, Any]) -> bool:
+def _is_band_file(asset: dict[str, Any]) -> bool:
     roles = asset.get("roles")
     if isinstance(roles, list) and (_NOT_BAND_ROLES.intersection(roles) or "data" not in roles):
         return False
@@ -235,12 +242,12 @@ def add_band_names(item: dict[str, Any], table: Sequence[BandSpec]) -> None:
                     continue  # nothing to add
                 spec = lookup.find(band.get("name"), common)
                 if spec is None and single and not band.get("name"):
-                    spec = lookup.find(key)
+                    spec = lookup.for_key(key)
                 _fill(band, spec, common_key)
-        if declared or not _is_band_file(key, asset):
+        if declared:
             continue
-        spec = lookup.find(key)
-        if spec is None:
+        spec = lookup.for_key(key)
+        if spec is None or not _is_band_file(asset):
             continue
         if array:
             entry = {"name": spec.name, "eo:common_name": spec.common_name}

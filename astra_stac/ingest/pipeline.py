@@ -133,8 +133,8 @@ class Ingest:
         self._plan(normalize_collection(document, provider), provider, record.location)
 
     def _plan(self, document: dict[str, Any], provider: Provider, location: str) -> None:
+        # A new plan object: the store compares it with what is stored at the next write.
         self._plans[document["id"]] = CollectionPlan(document, provider, location=location)
-        self.store.forget(document["id"])
 
     def _collection_for(self, provider: Provider, upstream: str, local: str) -> str | None:
         """Make sure the item's collection will exist; the reason when it cannot."""

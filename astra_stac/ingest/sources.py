@@ -208,7 +208,7 @@ class SourceReader:
             return
         with handle:
             for number, line in enumerate(handle, 1):
-                if not line.strip():
+                if line.isspace():
                     continue
                 location = f"{path}:{number}"
                 try:

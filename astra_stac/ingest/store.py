@@ -171,8 +171,9 @@ class PgstacStore:
         self._conn.commit()
         # What the database holds (in a dry run: would hold), by collection id.
         self._collections: dict[str, dict[str, Any]] = {cid: content for cid, content in rows}
-        # Collections already brought in line with this run's plans.
-        self._settled: set[str] = set()
+        # The plan each collection was last brought in line with (a new plan object
+        # for a collection, from a later copy of its document, is compared again).
+        self._settled: dict[str, CollectionPlan] = {}
         # In a dry run: collections that would be created or changed.
         self._virtual: set[str] = set()
         # In a dry run: a digest of each row it would have written, by (collection, id).
@@ -192,10 +193,6 @@ class PgstacStore:
     def has_collection(self, collection_id: str) -> bool:
         return collection_id in self._collections
 
-    def forget(self, collection_id: str) -> None:
-        """A new copy of this collection arrived: compare it again at the next write."""
-        self._settled.discard(collection_id)
-
     # --- collections ---------------------------------------------------------------------
 
     def _settle(
@@ -204,9 +201,9 @@ class PgstacStore:
         """Create or update the planned collections; the outcome of each one touched."""
         outcomes: dict[str, tuple[Outcome, CollectionPlan]] = {}
         for cid in sorted(plans):
-            if cid in self._settled:
-                continue
             plan = plans[cid]
+            if self._settled.get(cid) is plan:
+                continue
             stored = self._collections.get(cid)
             document = orjson.loads(orjson.dumps(plan.document))
             if stored is None:
@@ -233,7 +230,7 @@ class PgstacStore:
 
     def _commit_collections(self, outcomes: dict[str, tuple[Outcome, CollectionPlan]]) -> None:
         for cid, (outcome, plan) in outcomes.items():
-            self._settled.add(cid)
+            self._settled[cid] = plan
             if outcome is not Outcome.unchanged:
                 self._collections[cid] = orjson.loads(orjson.dumps(plan.document))
 

@@ -114,6 +114,8 @@ class SceneReader(STACReader):
         options.setdefault("threads", min(remote, MAX_THREADS) if remote > 1 else 1)
 
     def info(self, *args: Any, **kwargs: Any) -> dict[str, Info]:
+        if not args and not kwargs.get("assets"):
+            kwargs["assets"] = self.assets  # what rio-tiler defaults to, without its warning
         self._threads(kwargs)
         return super().info(*args, **kwargs)
 
