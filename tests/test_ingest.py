@@ -243,7 +243,7 @@ def _band_assets(item: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield key, band
 
 
-@pytest.mark.parametrize(("label", "path", "index"), REAL_ITEMS[:1] + REAL_ITEMS[-12:-6])
+@pytest.mark.parametrize(("label", "path", "index"), REAL_ITEMS, ids=[i[0] for i in REAL_ITEMS])
 def test_every_declared_band_has_a_name_and_common_name(real_client, label, path, index):
     client, headers = real_client
     document = _read(path)
