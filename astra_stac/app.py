@@ -187,6 +187,7 @@ def create_app(
         admin_paths=ADMIN_PATHS,
         public_prefixes=PUBLIC_PREFIXES,
         read_only_post_patterns=READ_ONLY_POST_PATTERNS,
+        collections_path=f"{PREFIX}/collections",
     )
     app.add_middleware(
         ApiKeyMiddleware,

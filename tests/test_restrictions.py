@@ -119,3 +119,61 @@ def test_audit_lines_for_keys_and_denied_requests(client, dsn, caplog):
     assert events == ["key_created", "key_revoked", "request_denied"]
     secretless = " ".join(str(r.__dict__) for r in caplog.records)
     assert "astra_sk_live_" not in secretless.replace("astra_sk_live_…", "")
+
+
+def test_restricted_key_gets_not_found_for_other_collections_queryables(client, es_only):
+    own = client.get("/api/v1/collections/es-sentinel-2-l2a/queryables", headers=es_only)
+    assert own.status_code == 200
+    hidden = client.get("/api/v1/collections/pc-landsat-c2-l2/queryables", headers=es_only)
+    assert hidden.status_code == 404 and hidden.json()["code"] == "NOT_FOUND"
+
+
+def _new_item(client, auth, collection_id: str, new_id: str) -> dict:
+    stored = client.get(f"/api/v1/collections/{collection_id}/items", headers=auth).json()
+    item = stored["features"][0]
+    item["id"], item["collection"], item["links"] = new_id, collection_id, []
+    for key in ("astra:provider", "astra:collection"):
+        item["properties"].pop(key, None)
+    return item
+
+
+@pytest.fixture
+def writer(dsn):
+    with make_client(dsn, transactions_enabled=True) as client:
+        yield client
+
+
+def _bearer(dsn, name: str, **limits) -> dict[str, str]:
+    secret = store.create_key(dsn, name, Scope.write, **limits)[0].secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_restricted_write_key_writes_only_items_of_its_collections(writer, dsn, auth):
+    limited = _bearer(dsn, "es-writer", providers=["earth-search"])
+    full = _bearer(dsn, "writer")
+    own = _new_item(writer, auth, "es-sentinel-2-l2a", "S2A_OWN_WRITE")
+    created = writer.post("/api/v1/collections/es-sentinel-2-l2a/items", json=own, headers=limited)
+    assert created.status_code in (200, 201), created.text
+
+    other = _new_item(writer, auth, "pc-landsat-c2-l2", "LC09_OTHER_WRITE")
+    refused = writer.post("/api/v1/collections/pc-landsat-c2-l2/items", json=other, headers=limited)
+    assert refused.status_code == 404 and refused.json()["code"] == "NOT_FOUND"
+    deleted = writer.delete(
+        "/api/v1/collections/pc-landsat-c2-l2/items/LC09_L2SP_089084_20240807_02_T1",
+        headers=limited,
+    )
+    assert deleted.status_code == 404
+    collection = writer.get("/api/v1/collections/es-sentinel-2-l2a", headers=auth).json()
+    collection["id"] = "es-made-by-limited-key"
+    made = writer.post("/api/v1/collections", json=collection, headers=limited)
+    assert made.status_code == 403 and made.json()["code"] == "FORBIDDEN"
+    dropped = writer.delete("/api/v1/collections/es-sentinel-2-l2a", headers=limited)
+    assert dropped.status_code == 403
+
+    assert writer.get(f"/api/v1/scenes/{PC_SCENE}", headers=auth).status_code == 200
+    assert writer.get("/api/v1/collections/es-sentinel-2-l2a", headers=auth).status_code == 200
+    assert writer.get("/api/v1/collections/es-made-by-limited-key", headers=auth).status_code == 404
+    stored = writer.get("/api/v1/collections/pc-landsat-c2-l2/items/LC09_OTHER_WRITE", headers=auth)
+    assert stored.status_code == 404
+    accepted = writer.post("/api/v1/collections/pc-landsat-c2-l2/items", json=other, headers=full)
+    assert accepted.status_code in (200, 201), accepted.text

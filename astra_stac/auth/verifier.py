@@ -22,6 +22,7 @@ from astra_stac.errors import (
     DATABASE_UNAVAILABLE_MESSAGE,
     AstraError,
     Forbidden,
+    NotFound,
     ServiceUnavailable,
     Unauthorized,
     error_response,
@@ -123,6 +124,15 @@ class AccessPolicy:
     public_prefixes: frozenset[str] = frozenset()
     # POSTs that only read, matched in full as regular expressions (tiler statistics).
     read_only_post_patterns: tuple[str, ...] = ()
+    # `{prefix}/collections`: paths below it name a collection a restricted key
+    # must be allowed to see.
+    collections_path: str | None = None
+
+    def collection_of(self, path: str) -> str | None:
+        """The collection id a `/collections/{id}[/…]` path names, if any."""
+        if self.collections_path is None or not path.startswith(f"{self.collections_path}/"):
+            return None
+        return path[len(self.collections_path) + 1 :].split("/", 1)[0] or None
 
     def required_scope(self, method: str, path: str) -> Scope | None:
         """None for a public request, else the scope it needs."""
@@ -215,6 +225,8 @@ class ApiKeyMiddleware:
                 await self.app(scope, receive, send)
                 return
             key = await self._authenticate(fastapi_app, client, needed, headers)
+            if key.restricted:
+                self._check_restriction(fastapi_app, key, needed, scope["path"])
         except AstraError as exc:
             audit_log.warning(
                 "request denied",
@@ -262,6 +274,27 @@ class ApiKeyMiddleware:
             if self.limits:
                 self.limits.failed_auth.spend(client)
             raise
+
+    def _check_restriction(self, app: Any, key: StoredKey, needed: Scope, path: str) -> None:
+        """A restricted key reaches no collection outside its limits, by any route.
+
+        Reads of such a collection answer as if it did not exist (404); writes
+        outside an allowed collection's items, creating collections included, are
+        forbidden (403).
+        """
+        collection_id = self.policy.collection_of(path)
+        if collection_id is not None:
+            provider = app.state.registry.provider_of_collection(collection_id)
+            if not key.allows(collection_id, provider.prefix if provider else None):
+                raise NotFound(f"Collection {collection_id} does not exist.")
+        items_path = f"{self.policy.collections_path}/{collection_id}/items"
+        if needed is Scope.write and (
+            collection_id is None or not (path == items_path or path.startswith(f"{items_path}/"))
+        ):
+            raise Forbidden(
+                f"Key {key.name!r} is limited to providers or collections: it may only "
+                "write items of the collections it can see."
+            )
 
     async def _authenticate(
         self, app: Any, client: str, needed: Scope, headers: Headers
