@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -196,6 +197,10 @@ def _quiet_stac_fastapi_defaults() -> None:
     os.environ.setdefault("STAC_FASTAPI_VERSION", __version__)
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -211,6 +216,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cluster.start()
         dsn = cluster.dsn()
         print(f"Embedded PostgreSQL on 127.0.0.1:{cluster.port} (data in {data_dir})")
+    # SIGTERM is a request to stop: uvicorn finishes the requests in flight, then re-raises
+    # the signal; ending here instead of dying of it stops the embedded PostgreSQL and exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         migrate(dsn)
         demo_key = _load_demo(dsn, data_dir) if args.demo else None

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import httpx
+import numpy as np
+import rasterio
+
+from astra_stac.assets.signing import UrlSigner
+from astra_stac.assets.storage import FILES_AREA
 from astra_stac.auth import store
 from astra_stac.auth.keys import Scope
 from astra_stac.observability import JsonFormatter, request_id_var
+from tests.conftest import _free_port
 
 SCENE = "/api/v1/scenes/earth-search:S2A_13TDE_20231008_0_L2A"
 
@@ -68,3 +83,84 @@ def test_health_checks_the_database(client):
     body = client.get("/api/v1/_mgmt/health").json()
     assert body["status"] == "UP"
     assert body["pgstac"]["status"] == "UP"
+
+
+def _write_large_geotiff(path: Path) -> str:
+    """A 32 MB uncompressed GeoTIFF (more than loopback socket buffers hold); its SHA-256."""
+    path.parent.mkdir(parents=True)
+    data = np.random.default_rng(7).integers(1, 10000, (4096, 4096), dtype="uint16")
+    profile = {"driver": "GTiff", "width": 4096, "height": 4096, "count": 1, "dtype": "uint16"}
+    transform = rasterio.transform.from_origin(500000, 4500000, 10, 10)
+    with rasterio.open(path, "w", crs="EPSG:32613", transform=transform, **profile) as dst:
+        dst.write(data, 1)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(dsn, tmp_path):
+    """`astra-stac serve` on SIGTERM stops accepting connections, lets the downloads it
+    is in the middle of sending finish whole, and exits with status 0."""
+    storage = tmp_path / "storage"
+    digest = _write_large_geotiff(storage / "big" / "band.tif")
+    signing_key = "g" * 40
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/api/v1/"
+    env = {
+        **os.environ,
+        "ASTRA_DATABASE_URL": dsn,
+        "ASTRA_STORAGE_ROOT": str(storage),
+        "ASTRA_SIGNING_KEY": signing_key,
+    }
+    command = [str(Path(sys.executable).with_name("astra-stac")), "serve", "--port", str(port)]
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}_mgmt/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError((tmp_path / "serve.log").read_text())
+        url = UrlSigner(signing_key.encode()).sign_url(
+            base, f"{FILES_AREA}/big/band.tif", int(time.time()) + 300
+        )
+        started = [threading.Event() for _ in range(3)]
+        results: list[tuple[int, str, float]] = []
+
+        def slow_download(first_bytes: threading.Event) -> None:
+            hashed = hashlib.sha256()
+            with httpx.stream("GET", url, timeout=30) as response:
+                for chunk in response.iter_bytes(1 << 20):
+                    hashed.update(chunk)
+                    first_bytes.set()
+                    time.sleep(0.1)  # a slow client: the server cannot send it all at once
+                results.append((response.status_code, hashed.hexdigest(), time.monotonic()))
+
+        threads = [threading.Thread(target=slow_download, args=(e,)) for e in started]
+        for thread in threads:
+            thread.start()
+        for event in started:
+            assert event.wait(30)
+        server.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        refused_at = None
+        while refused_at is None and time.monotonic() < signalled + 10:
+            try:
+                httpx.get(f"{base}_mgmt/ping", timeout=1)
+                time.sleep(0.05)
+            except httpx.TransportError:
+                refused_at = time.monotonic()
+        for thread in threads:
+            thread.join(30)
+        exit_status = server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert refused_at is not None, "still accepting connections after SIGTERM"
+    assert [(status, got) for status, got, _ in results] == [(200, digest)] * 3
+    assert exit_status == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    # The downloads were still in flight when new connections were already refused.
+    assert all(finished > refused_at for *_, finished in results)
