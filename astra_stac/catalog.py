@@ -87,7 +87,8 @@ class Catalog:
         self._base_items[key] = (time.monotonic(), value)
         return value
 
-    async def _hydrate(self, original_id: str, row: Any) -> dict[str, Any]:
+    async def hydrate(self, original_id: str, row: Any) -> dict[str, Any]:
+        """A full item from a dehydrated row (`collection`, GeoJSON `geometry`, `content`)."""
         base = await self.base_item(row["collection"], base_item_tag(row["content"]))
         return hydrate_row(original_id, row, base)
 
@@ -127,11 +128,11 @@ class Catalog:
             return None
         rank = {c: i for i, c in enumerate(collections)}
         row = min(rows, key=lambda r: rank[r["collection"]])
-        return await self._hydrate(scene_id.original_id, row)
+        return await self.hydrate(scene_id.original_id, row)
 
     async def get_item(self, collection_id: str, original_id: str) -> dict[str, Any] | None:
         """The hydrated item `original_id` of one collection."""
         if not self.visible(collection_id):
             return None
         rows = await self._pool.fetch(_ITEM_QUERY, original_id, [collection_id])
-        return await self._hydrate(original_id, rows[0]) if rows else None
+        return await self.hydrate(original_id, rows[0]) if rows else None

@@ -6,10 +6,13 @@ from typing import Any
 
 import attr
 import orjson
-from cql2 import Expr
+from asyncpg.exceptions import InvalidDatetimeFormatError
 from fastapi import Request, Response
 from stac_fastapi.pgstac.core import CoreCrudClient
+from stac_fastapi.pgstac.models.links import ItemLinks, PagingLinks
 from stac_fastapi.pgstac.types.search import PgstacSearch
+from stac_fastapi.pgstac.utils import filter_fields
+from stac_fastapi.types.errors import InvalidQueryParameter
 from stac_fastapi.types.requests import get_base_url
 from stac_fastapi.types.stac import Item, ItemCollection
 
@@ -17,6 +20,7 @@ from astra_stac.auth.keys import current_key
 from astra_stac.catalog import Catalog
 from astra_stac.errors import InvalidParameter, NotFound
 from astra_stac.ids import is_scoped, parse_scene_id
+from astra_stac.limits import check_filter
 from astra_stac.responses import GeoJSONResponse
 from astra_stac.stac.scoping import (
     CollectionsOf,
@@ -25,9 +29,10 @@ from astra_stac.stac.scoping import (
     rewrite_id_filters,
     scope_item,
 )
-from astra_stac.stac.search import query_to_cql2
+from astra_stac.stac.search import filter_as_cql2_json, query_to_cql2
 
 GEOJSON = "application/geo+json"
+_SEARCH_PAGE = "SELECT astra.search_page($1::text::jsonb)"
 # A collection id no collection can have: searching it matches nothing.
 NO_COLLECTION = "astra:none"
 # The Fields extension's default set: what a valid STAC Item needs.
@@ -58,14 +63,7 @@ async def _collections_by_provider(catalog: Catalog) -> CollectionsOf:
 
 def _as_cql2_json(search: PgstacSearch) -> dict[str, Any] | None:
     raw = getattr(search, "filter_expr", None)
-    if raw is None:
-        return None
-    try:
-        expr = Expr(raw)
-        expr.validate()
-    except Exception as exc:  # cql2 raises bare exceptions on parse errors
-        raise InvalidParameter(f"Invalid filter: {exc}") from exc
-    return dict(expr.to_json())
+    return None if raw is None else filter_as_cql2_json(raw)
 
 
 def _fields(search: PgstacSearch, request: Request) -> Any:
@@ -103,12 +101,50 @@ def _as_geojson(result: Any) -> Any:
     return GeoJSONResponse(result)
 
 
+async def _search_page(search: PgstacSearch, request: Request, catalog: Catalog) -> ItemCollection:
+    """One page of a search: rows from `astra.search_page`, hydrated here, then scoped.
+
+    The same page, order and tokens as pgstac's `search()`; the rows come back
+    dehydrated and are hydrated against the catalog's cached base items, so the
+    base item is neither rebuilt in SQL nor sent once per row.
+    """
+    try:
+        async with request.app.state.get_connection(request, "r") as conn:
+            page = await conn.fetchval(
+                _SEARCH_PAGE, search.model_dump_json(exclude_none=True, by_alias=True)
+            )
+    except InvalidDatetimeFormatError as exc:
+        raise InvalidQueryParameter(f"Datetime parameter {search.datetime} is invalid.") from exc
+    fields = getattr(search, "fields", None)
+    include: set[str] = set(fields.include or ()) if fields else set()
+    exclude: set[str] = set(fields.exclude or ()) if fields else set()
+    base_url = get_base_url(request)
+    features = []
+    for collection, item_id, geometry, content in page["rows"]:
+        row = {"collection": collection, "geometry": geometry, "content": content}
+        item = filter_fields(await catalog.hydrate(item_id, row), include, exclude)
+        if not exclude or "links" not in exclude:  # as stac-fastapi-pgstac adds them
+            item["links"] = await ItemLinks(
+                collection_id=collection, item_id=item_id, request=request
+            ).get_links(extra_links=item.get("links"))
+        features.append(scope_item(dict(item), catalog.registry, base_url))
+    result: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    result["links"] = await PagingLinks(
+        request=request, next=page.get("next"), prev=page.get("prev")
+    ).get_links()
+    result["numberReturned"] = page["numberReturned"]
+    if "numberMatched" in page:
+        result["numberMatched"] = page["numberMatched"]
+    return result  # type: ignore[return-value]
+
+
 @attr.s
 class AstraCoreClient(CoreCrudClient):
     """Search, item-collection and item routes with provider-scoped ids.
 
     Every search path of stac-fastapi-pgstac runs through `_search_base`; ids are
-    translated there on the way in and items scoped on the way out. The item
+    translated there on the way in, the page read by `_search_page` and its items
+    scoped on the way out. The item
     route is answered by a primary-key read instead of a search.
     """
 
@@ -151,11 +187,7 @@ class AstraCoreClient(CoreCrudClient):
             update["fields"] = fields
         rewritten = search_request.model_copy(update=update)
 
-        result = await super()._search_base(rewritten, request)
-        base_url = get_base_url(request)
-        for feature in result.get("features", []):
-            scope_item(feature, catalog.registry, base_url)
-        return result
+        return await _search_page(rewritten, request, catalog)
 
     async def get_collection(self, collection_id: str, request: Request, **kwargs: Any) -> Any:
         """A collection, unless the key may not see it."""
@@ -177,6 +209,7 @@ class AstraCoreClient(CoreCrudClient):
         return body
 
     async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:
+        check_filter(kwargs.get("filter_expr"))  # before stac-fastapi parses it
         return _as_geojson(await super().get_search(request, **kwargs))
 
     async def post_search(
@@ -187,6 +220,7 @@ class AstraCoreClient(CoreCrudClient):
     async def item_collection(
         self, collection_id: str, request: Request, **kwargs: Any
     ) -> ItemCollection:
+        check_filter(kwargs.get("filter_expr"))
         return _as_geojson(await super().item_collection(collection_id, request, **kwargs))
 
     async def get_item(
