@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= .astra
 
-.PHONY: demo test lint install system-deps bench clean
+.PHONY: demo test lint install system-deps bench load clean
 
 $(BIN)/astra-stac: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,6 +33,12 @@ test: install lint
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_items.py
+
+# Load and soak (~15 minutes): the mix of scene details, search, assets and tiles at 64
+# connections against `astra-stac serve` on 100,000 scenes; see benchmarks/bench_load.py.
+load: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_load.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) *.egg-info
