@@ -517,8 +517,11 @@ def synthetic_items(count: int, seed: int) -> Iterator[dict[str, Any]]:
 # --- the database ---------------------------------------------------------------------------
 
 
-def load_database(dsn: str, count: int, seed: int, partition: str) -> float:
-    """Migrate, create the collections with their partitioning, load the items; seconds taken."""
+def load_database(
+    dsn: str, count: int, seed: int, partition: str, items: Iterator[dict] | None = None
+) -> float:
+    """Migrate, create the collections with their partitioning, load the items
+    (`items`, else `synthetic_items(count, seed)`); seconds taken."""
     started = time.perf_counter()
     migrate(dsn)
     with PgstacDB(dsn=dsn) as db:
@@ -532,7 +535,7 @@ def load_database(dsn: str, count: int, seed: int, partition: str) -> float:
         loader.collection_json.cache_clear()  # type: ignore[attr-defined]
         loaded = 0
         batch = 10_000
-        items = synthetic_items(count, seed)
+        items = items if items is not None else synthetic_items(count, seed)
         while loaded < count:
             chunk = [next(items) for _ in range(min(batch, count - loaded))]
             loader.load_items(iter(chunk), insert_mode=Methods.insert)
@@ -590,6 +593,7 @@ class Server:
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen | None = None
     log: Path | None = None
+    options: list[str] = field(default_factory=list)  # more uvicorn options
 
     @property
     def base(self) -> str:
@@ -620,6 +624,7 @@ class Server:
             "uvloop",
             "--http",
             "httptools",
+            *self.options,
         ]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(

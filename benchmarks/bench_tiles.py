@@ -28,20 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import importlib.metadata
 import json
-import math
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -50,7 +45,8 @@ import aiohttp
 import morecantile
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_items import BenchmarkFailure, Server, _version, summarise  # noqa: E402
 
 SCENE = "earth-search:S2A_13TDE_20231008_0_L2A"
 BAND_FILE = Path("demo/earth-search/S2A_13TDE_20231008_0_L2A/red.tif")
@@ -93,86 +89,6 @@ def bare_app() -> Any:
         return {"message": "PONG"}
 
     return app
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """One app under uvicorn in a subprocess."""
-
-    name: str
-    app: str
-    env: dict[str, str]
-    ping: str
-    port: int = field(default_factory=_free_port)
-    process: subprocess.Popen | None = None
-    log: Path | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, workers: int, workdir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRA_", "PG"))}
-        env.update(self.env)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])
-        self.log = workdir / f"{self.name}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(self.base + self.ping) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-        tail = self.log.read_text(errors="replace")[-3000:] if self.log else ""
-        raise RuntimeError(f"{self.name} did not start on {self.base}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-class BenchmarkFailure(RuntimeError):
-    pass
 
 
 def footprint_tiles(cog: Path) -> list[morecantile.Tile]:
@@ -250,28 +166,6 @@ async def check_same_tiles(
             if len({b for b in bodies.values()}) != 1:
                 statuses = {k: v[0] for k, v in bodies.items()}
                 raise BenchmarkFailure(f"tile {tile} differs between servers: {statuses}")
-
-
-def percentile(values: list[int], fraction: float) -> float:
-    return values[max(1, math.ceil(fraction * len(values))) - 1]
-
-
-def summarise(latencies: list[int], seconds: float) -> dict[str, float]:
-    values = sorted(latencies)
-    return {
-        "requests": len(values),
-        "p50_ms": percentile(values, 0.50) / 1e6,
-        "p99_ms": percentile(values, 0.99) / 1e6,
-        "mean_ms": sum(values) / len(values) / 1e6,
-        "req_per_s": len(values) / seconds,
-    }
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def environment() -> dict[str, Any]:
@@ -404,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             "ASTRA_JSON_LOGS": "false",
             "ASTRA_LOG_LEVEL": "warning",
         }
+        quiet = ["--log-level", "warning", "--no-access-log"]
+        bare_env = {"PYTHONPATH": str(ROOT / "benchmarks")}
         servers = [
-            Server("astra", "astra_stac.app:create_app", astra_env, "/api/v1/_mgmt/ping"),
-            Server("titiler", "bench_tiles:bare_app", {}, "/ping"),
+            Server(
+                "astra", "astra_stac.app:create_app", astra_env, "/api/v1/_mgmt/ping", options=quiet
+            ),
+            Server("titiler", "bench_tiles:bare_app", bare_env, "/ping", options=quiet),
         ]
         by_name = {s.name: s for s in servers}
         for server in servers:
