@@ -26,6 +26,7 @@ from astra_stac.auth.verifier import AccessPolicy, ApiKeyMiddleware, KeyVerifier
 from astra_stac.catalog import Catalog
 from astra_stac.db.dsn import configured_dsn
 from astra_stac.errors import register_error_handlers
+from astra_stac.limits import RequestBodyMiddleware
 from astra_stac.providers import ProviderRegistry, load_registry
 from astra_stac.scenes import ScenesExtension
 from astra_stac.settings import ApiSettings, DatabaseSettings
@@ -116,7 +117,9 @@ def create_app(
             "No database configured: set ASTRA_DATABASE_URL (or the PG* variables), "
             "or run `astra-stac serve`, which starts an embedded PostgreSQL."
         )
-    registry = registry or load_registry(api_settings.providers_file)
+    registry = (registry or load_registry(api_settings.providers_file)).with_asset_hosts(
+        api_settings.asset_hosts
+    )
     pgstac_settings = _pgstac_settings(api_settings)
 
     @asynccontextmanager
@@ -195,6 +198,7 @@ def create_app(
         limits=_rate_limits(api_settings),
         signed_urls=tile_urls,
     )
+    app.add_middleware(RequestBodyMiddleware, max_bytes=api_settings.max_body_bytes)
     observability.install(app, PREFIX)
     openapi.install(app, is_public=lambda path: policy.required_scope("GET", path) is None)
     return app

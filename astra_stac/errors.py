@@ -123,6 +123,22 @@ class AssetUnavailable(AstraError):
     code = "ASSET_UNAVAILABLE"
 
 
+class AssetNotAllowed(AssetUnavailable):
+    """A catalogue href the server will not read: a scheme or host the item's provider
+    does not allow (`asset_hosts`), a local file outside the storage root, a `/vsi…`
+    path or a VRT. Never fetched; the catalogue entry, not the request, is at fault."""
+
+    status_code = 422
+    code = "ASSET_NOT_ALLOWED"
+
+
+class CacheFull(AstraError):
+    """The conversion cache has no space left; nothing partial is kept."""
+
+    status_code = 507
+    code = "INSUFFICIENT_STORAGE"
+
+
 class Conflict(AstraError):
     """The request clashes with what is stored."""
 

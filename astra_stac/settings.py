@@ -50,6 +50,14 @@ class ApiSettings(BaseSettings):
     api_description: str = "Earth-observation scenes from every provider, one STAC API."
     cors_origins: CommaList = ["*"]
     providers_file: Path | None = None
+    asset_hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="JSON: URL prefixes added to providers' asset_hosts allow-lists, "
+        'e.g. {"local": ["s3://my-bucket/"]}.',
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body; larger ones get 413."
+    )
     key_last_used_flush_seconds: float = Field(default=30.0, gt=0)
     collection_cache_seconds: float = Field(default=5.0, ge=0)
     json_logs: bool = True

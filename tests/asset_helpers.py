@@ -264,8 +264,15 @@ def asset_settings(storage: Path, cache: Path, **overrides: object) -> AssetSett
     return AssetSettings(**values)  # type: ignore[arg-type]
 
 
-def app_client(dsn: str, settings: AssetSettings) -> TestClient:
-    api = ApiSettings(collection_cache_seconds=0, rate_limits_enabled=False)
+def app_client(
+    dsn: str, settings: AssetSettings, local_hosts: list[str] | None = None
+) -> TestClient:
+    """The app; `local_hosts` are URL prefixes the `local` provider may read from."""
+    api = ApiSettings(
+        collection_cache_seconds=0,
+        rate_limits_enabled=False,
+        asset_hosts={"local": local_hosts or []},
+    )
     return TestClient(create_app(api_settings=api, dsn=dsn, asset_settings=settings))
 
 

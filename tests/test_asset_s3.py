@@ -120,7 +120,7 @@ def test_s3_cogs_get_presigned_urls_and_the_rest_is_converted(
     )
     scene = load_scene(dsn, registry, item)
     settings = asset_settings(storage, cache, s3=s3_settings(s3_endpoint))
-    with app_client(dsn, settings) as client:
+    with app_client(dsn, settings, local_hosts=[f"s3://{bucket}/scenes/"]) as client:
         response = resolve(client, auth, scene_id=scene, bands="red,nir")
         assert response.status_code == 200, response.text
         body = response.json()

@@ -302,8 +302,8 @@ def test_file_outside_the_storage_root_is_refused(dsn, registry, storage, cache,
     scene = load_scene(dsn, registry, item)
     with app_client(dsn, asset_settings(storage, cache)) as client:
         response = resolve(client, auth, scene_id=scene)
-    assert response.status_code == 502
-    assert response.json()["code"] == "ASSET_UNAVAILABLE"
+    assert response.status_code == 422
+    assert response.json()["code"] == "ASSET_NOT_ALLOWED"
     assert str(tmp_path) not in response.json()["description"]
 
 
@@ -494,7 +494,7 @@ def test_signed_url_ttl_is_configurable(dsn, storage, cache, auth):
 # --- public http(s) and SAS-signed hrefs ---------------------------------------------
 
 
-def test_public_https_hrefs_are_returned_as_they_are(client, auth, dsn, registry, tmp_path):
+def test_public_https_hrefs_are_returned_as_they_are(auth, dsn, registry, storage, cache, tmp_path):
     from tests.asset_helpers import loopback_http
 
     served = tmp_path / "public"
@@ -505,7 +505,8 @@ def test_public_https_hrefs_are_returned_as_they_are(client, auth, dsn, registry
         item = scene_item(
             "S2X_PUBLIC", {"red": band_asset(href, COG, "B04", "red", 10)}, "astra-test-uploads"
         )
-        body = resolve(client, auth, scene_id=load_scene(dsn, registry, item)).json()
+        with app_client(dsn, asset_settings(storage, cache), [f"{http.url}/"]) as client:
+            body = resolve(client, auth, scene_id=load_scene(dsn, registry, item)).json()
     red = body["assets"]["B04"]
     assert red["href"] == href
     assert red["astra:signed"] is False
@@ -535,7 +536,7 @@ def test_blob_hrefs_get_sas_tokens_through_the_resolver(
             "S2X_BLOB", {"B04": band_asset(href, COG, "B04", "red", 10)}, "astra-test-uploads"
         )
         scene = load_scene(dsn, registry, item)
-        with app_client(dsn, settings) as client:
+        with app_client(dsn, settings, [f"{http.url}/sentinel2-l2/"]) as client:
             first = resolve(client, auth, scene_id=scene).json()["assets"]["B04"]
             second = resolve(client, auth, scene_id=scene).json()["assets"]["B04"]
         got = httpx.get(first["href"])

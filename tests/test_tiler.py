@@ -16,7 +16,8 @@ from rasterio.io import MemoryFile
 from astra_stac.assets.settings import S3BucketSettings, S3Settings
 from astra_stac.auth import store
 from astra_stac.auth.keys import Scope
-from astra_stac.errors import AssetUnavailable
+from astra_stac.errors import AssetNotAllowed
+from astra_stac.providers import load_registry
 from astra_stac.tiler.reader import BandReader
 from astra_stac.tiler.sources import gdal_source
 
@@ -334,8 +335,10 @@ def test_hrefs_map_to_gdal_paths(tmp_path):
         secret_access_key="secret",
     )
 
-    def source(href: str):
-        return asyncio.run(gdal_source(href, tmp_path, s3, []))
+    providers = load_registry().providers
+
+    def source(href: str, provider: str = "sentinel-2"):
+        return asyncio.run(gdal_source(href, tmp_path, s3, [], providers[provider]))
 
     inside = tmp_path / "b04.tif"
     inside.write_bytes(b"")
@@ -346,10 +349,12 @@ def test_hrefs_map_to_gdal_paths(tmp_path):
     assert remote.env["AWS_S3_ENDPOINT"] == "127.0.0.1:9000"
     assert remote.env["AWS_HTTPS"] == "NO" and remote.env["AWS_VIRTUAL_HOSTING"] == "FALSE"
     https = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/x/B04.tif"
-    assert source(https).path == https
+    assert source(https, "earth-search").path == https
     for refused in ("file:///etc/passwd", "/vsicurl/http://x/y.tif", "<VRTDataset/>", "ftp://x/y"):
-        with pytest.raises(AssetUnavailable):
+        with pytest.raises(AssetNotAllowed):
             source(refused)
+    with pytest.raises(AssetNotAllowed):
+        source(https)  # an earth-search host, not a CDSE one
 
 
 def test_band_files_open_with_raster_drivers_only(tmp_path):
@@ -359,5 +364,5 @@ def test_band_files_open_with_raster_drivers_only(tmp_path):
         "<SimpleSource><SourceFilename>/etc/hostname</SourceFilename></SimpleSource>"
         "</VRTRasterBand></VRTDataset>"
     )
-    with rasterio.Env(), pytest.raises(rasterio.errors.RasterioIOError):
+    with rasterio.Env(), pytest.raises(AssetNotAllowed):
         BandReader(str(vrt))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -45,9 +46,12 @@ from rio_tiler.io import Reader
 
 from astra_stac.assets.bands import COG_MEDIA_TYPE
 from astra_stac.assets.settings import ConvertSettings
-from astra_stac.errors import AssetUnavailable, UnknownFormat
+from astra_stac.assets.storage import open_raster
+from astra_stac.errors import AssetUnavailable, CacheFull, UnknownFormat
 
 logger = logging.getLogger(__name__)
+# Less free space than this after a failed conversion: the cache is full.
+LOW_SPACE_BYTES = 1 << 20
 # Bump when conversion output changes, so cached results are not reused.
 CONVERSION_VERSION = 1
 GDAL_REMOTE_OPTIONS = {
@@ -135,8 +139,15 @@ def is_valid_cog(path: str, fingerprint: str, cache_key: str | None = None) -> b
             return _validations[key]
     try:
         with gdal_env(path):
+            # rio-cogeo opens with any driver: make sure it is a GeoTIFF (never a VRT) first.
+            with open_raster(gdal_path(path)) as src:
+                driver = src.driver
             # Strict: a tiled GeoTIFF larger than 512 px without overviews is not a COG.
-            valid, errors, _ = cog_validate(gdal_path(path), strict=True, quiet=True)
+            valid, errors, _ = (
+                cog_validate(gdal_path(path), strict=True, quiet=True)
+                if driver == "GTiff"
+                else (False, [f"{driver} is not a GeoTIFF"], [])
+            )
     except Exception as exc:  # unreadable or not a raster: not a COG we can vouch for
         logger.info("COG validation of %s failed: %s", cache_key or path, exc)
         valid, errors = False, [str(exc)]
@@ -147,6 +158,35 @@ def is_valid_cog(path: str, fingerprint: str, cache_key: str | None = None) -> b
             _validations.clear()
         _validations[key] = bool(valid)
     return bool(valid)
+
+
+def _out_of_space(exc: BaseException, directory: Path) -> bool:
+    """Whether a failed write failed for want of space. GDAL's errors carry no errno:
+    then the file system is asked (the partial output still holds its space)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
+
+
+def _check_written(path: Path) -> None:
+    """Read the last block of every band back: GDAL only logs a failed write (a full
+    disk, say), and the truncated file would otherwise be kept as the conversion."""
+    with open_raster(str(path)) as written:
+        *_, (_, last) = written.block_windows(1)
+        for index in written.indexes:
+            written.read(index, window=last)
+
+
+def _cache_full(directory: Path) -> CacheFull:
+    logger.error("the conversion cache %s is full", directory)
+    return CacheFull(
+        "The server's conversion cache is out of space; try again later "
+        "(operators: free space in ASTRA_STORAGE_CACHE_DIR)."
+    )
 
 
 def _safe_name(name: str) -> str:
@@ -199,7 +239,12 @@ class Converter:
         async with lock:
             if final.is_file():
                 return final
-            await asyncio.to_thread(self._convert_once, read_path, source_id, final, fmt)
+            try:
+                await asyncio.to_thread(self._convert_once, read_path, source_id, final, fmt)
+            except OSError as exc:  # making its directory or lock file
+                if _out_of_space(exc, self.cache_dir):
+                    raise _cache_full(self.cache_dir) from exc
+                raise
         return final
 
     def _convert_once(self, read_path: str, source_id: str, final: Path, fmt: OutputFormat) -> None:
@@ -218,6 +263,8 @@ class Converter:
             except AssetUnavailable:
                 raise
             except Exception as exc:
+                if _out_of_space(exc, final.parent):
+                    raise _cache_full(final.parent) from exc
                 logger.exception("converting %s to %s failed", source_id, fmt.value)
                 raise AssetUnavailable(
                     f"Could not convert this asset to {fmt.value}: the source could not be read."
@@ -235,7 +282,7 @@ class Converter:
             "quiet": True,
             "config": {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_TIFF_INTERNAL_MASK": "TRUE"},
         }
-        with rasterio.open(gdal_path(read_path)) as src:
+        with open_raster(gdal_path(read_path)) as src:
             gcps, gcp_crs = src.gcps
             if gcp_crs is not None and not gcps:
                 # GDAL's JPEG2000 driver reports a GCP CRS with no GCPs, and rio-cogeo
@@ -245,9 +292,11 @@ class Converter:
                     cog_translate(vrt, str(destination), profile, nodata=src.nodata, **options)
             else:
                 cog_translate(src, str(destination), profile, **options)
+        _check_written(destination)
 
     def _render(self, read_path: str, destination: Path, fmt: OutputFormat) -> None:
-        with Reader(gdal_path(read_path)) as src:
+        path = gdal_path(read_path)
+        with open_raster(path) as dataset, Reader(path, dataset=dataset) as src:
             count = src.dataset.count
             indexes = (1, 2, 3) if count >= 3 else (1,)
             longest = max(src.dataset.width, src.dataset.height)

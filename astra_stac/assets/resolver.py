@@ -36,7 +36,7 @@ from astra_stac.assets.storage import (
 from astra_stac.catalog import Catalog
 from astra_stac.errors import AssetUnavailable, InvalidParameter, SceneNotFound
 from astra_stac.ids import parse_scene_id
-from astra_stac.providers import ProviderRegistry
+from astra_stac.providers import Provider, ProviderRegistry
 from astra_stac.stac.scoping import ASTRA_PROVIDER
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ class AssetResolver:
         if item is None:
             raise SceneNotFound(f"No scene with id {str(scene)!r} exists.")
         resolved = map_bands(item, registry, split_bands(bands))
+        provider = registry.provider_of_collection(str(item.get("collection", "")))
         outputs = await asyncio.gather(
-            *(self._resolve_band(band, output, base_url) for band in resolved)
+            *(self._resolve_band(band, output, base_url, provider) for band in resolved)
         )
         gsds = {b.gsd for b in resolved if b.gsd is not None}
         return {
@@ -175,9 +176,9 @@ class AssetResolver:
         return described
 
     async def _resolve_band(
-        self, band: ResolvedBand, output: OutputFormat, base_url: str
+        self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
     ) -> _Output:
-        source = parse_href(band.href, self.local.root)
+        source = parse_href(band.href, self.local.root, provider)
         if output.is_geotiff and await self._is_cog(source, band):
             return await self._direct(source, band, base_url)
         return await self._convert(source, band, output, base_url)

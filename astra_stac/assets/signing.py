@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,11 +26,19 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from astra_stac.assets.settings import PlanetaryComputerSettings, SigningSettings
-from astra_stac.errors import AssetUnavailable, InvalidSignature, SignatureExpired
+from astra_stac.errors import (
+    AssetNotAllowed,
+    AssetUnavailable,
+    InvalidSignature,
+    SignatureExpired,
+)
 
 logger = logging.getLogger(__name__)
 _SIGNATURE_VERSION = b"v1"
 KEY_FILE = Path(".astra") / "signing-key"
+# Azure storage account and container names.
+_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
 
 def isoformat_z(moment: datetime | float) -> str:
@@ -153,11 +162,13 @@ class PlanetaryComputerSigner:
 
     @staticmethod
     def _account_container(href: str) -> tuple[str, str]:
+        """Azure account and container names, checked against Azure's naming rules so
+        the token request stays a plain `{sas_token_url}/{account}/{container}`."""
         parts = urlsplit(href)
         account = (parts.hostname or "").split(".")[0]
         container = parts.path.lstrip("/").split("/", 1)[0]
-        if not account or not container:
-            raise AssetUnavailable(f"Cannot tell the storage account and container of {href}.")
+        if not _ACCOUNT.fullmatch(account) or not _CONTAINER.fullmatch(container):
+            raise AssetNotAllowed(f"Cannot tell the storage account and container of {href}.")
         return account, container
 
     async def token(self, account: str, container: str) -> _Token:

@@ -7,6 +7,11 @@
   requester-pays buckets included);
 - `http(s)` hrefs are public, or signed by a pluggable `HrefSigner` (Planetary
   Computer SAS tokens).
+
+Remote hrefs are read only when the item's provider allows their scheme and host
+(`Provider.allows`, the registry's `asset_hosts`); local ones only inside the
+storage root; `/vsi…` paths, inline XML and other schemes never. Band files are
+opened with raster drivers only (`open_raster`): a VRT can name any file or URL.
 """
 
 from __future__ import annotations
@@ -25,14 +30,26 @@ import boto3
 import httpx
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from rasterio._path import _parse_path
+from rasterio.env import env_ctx_if_needed
+from rasterio.errors import RasterioIOError
+from rasterio.io import DatasetReader
 
 from astra_stac.assets.settings import S3BucketSettings, S3Settings
-from astra_stac.errors import AssetUnavailable, NotFound
+from astra_stac.errors import AssetNotAllowed, AssetUnavailable, NotFound
+from astra_stac.providers import Provider
 
 logger = logging.getLogger(__name__)
 FILES_AREA = "files"
 CACHE_AREA = "cache"
+# GDAL drivers a band file may be opened with (no VRT: a VRT can point at any file).
+ALLOWED_DRIVERS = ["GTiff", "JP2OpenJPEG", "JP2KAK", "JP2ECW", "JPEG", "PNG", "WEBP"]
+OUTSIDE_ROOT = (
+    "This asset is stored outside the server's storage root (ASTRA_STORAGE_ROOT) "
+    "and cannot be read."
+)
 
 
 class SourceKind(Enum):
@@ -52,27 +69,67 @@ class Source:
     key: str | None = None
 
 
-def parse_href(href: str, storage_root: Path) -> Source:
-    """What kind of place an href points at."""
+def parse_href(href: str, storage_root: Path, provider: Provider | None) -> Source:
+    """What kind of place a catalogue href points at, or `AssetNotAllowed` when the
+    server must not read it (see the module docstring)."""
+    if href.startswith(("/vsi", "<")):
+        raise AssetNotAllowed("GDAL virtual paths and inline datasets are not served.")
     parts = urlsplit(href)
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise AssetUnavailable(f"Remote file:// hosts are not supported: {href}")
+            raise AssetNotAllowed("Remote file:// hosts are not served.")
         return Source(href, SourceKind.LOCAL, path=Path(unquote(parts.path)))
-    if scheme == "s3":
-        key = unquote(parts.path.lstrip("/"))
-        if not parts.netloc or not key:
-            raise AssetUnavailable(f"Not an s3://bucket/key href: {href}")
-        return Source(href, SourceKind.S3, bucket=parts.netloc, key=key)
-    if scheme in ("http", "https"):
-        return Source(href, SourceKind.HTTP)
     if scheme == "" and href:
         path = Path(href)
         return Source(
             href, SourceKind.LOCAL, path=path if path.is_absolute() else storage_root / path
         )
-    raise AssetUnavailable(f"The asset resolver cannot serve {scheme}:// hrefs ({href}).")
+    if scheme not in ("s3", "http", "https"):
+        raise AssetNotAllowed(f"The server does not read {scheme or 'empty'}:// hrefs.")
+    if provider is None or not provider.allows(href):
+        name = provider.prefix if provider is not None else "(none)"
+        raise AssetNotAllowed(
+            f"This asset's host ({scheme}://{parts.netloc.rpartition('@')[2]}) is not on "
+            f"the allow-list of provider {name!r} (asset_hosts in the provider registry, "
+            "or ASTRA_ASSET_HOSTS)."
+        )
+    if scheme == "s3":
+        key = unquote(parts.path.lstrip("/"))
+        if not key:
+            raise AssetUnavailable(f"Not an s3://bucket/key href: {href}")
+        return Source(href, SourceKind.S3, bucket=parts.netloc, key=key)
+    return Source(href, SourceKind.HTTP)
+
+
+def confined(path: Path, base: Path, hidden_ok: bool = False) -> str | None:
+    """`path` relative to `base` (symlinks and `..` resolved), or None when it leaves
+    `base` or passes through a hidden (`.`) directory."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(base):
+        return None
+    relative = resolved.relative_to(base)
+    if not hidden_ok and any(part.startswith(".") for part in relative.parts):
+        return None
+    return relative.as_posix()
+
+
+def open_raster(path: str) -> DatasetReader:
+    """Open a band file for reading with raster drivers only (`ALLOWED_DRIVERS`);
+    a file none of them recognises (a VRT, say) is `AssetNotAllowed`.
+
+    `rasterio.open` takes one driver; its `DatasetReader` takes the list.
+    """
+    try:
+        with env_ctx_if_needed():
+            return DatasetReader(_parse_path(path), driver=ALLOWED_DRIVERS)
+    except RasterioIOError as exc:
+        if "not recognized as being in a supported file format" not in str(exc):
+            raise  # unreachable, missing, …: not the file's format
+        raise AssetNotAllowed(
+            "This asset is not in a raster format the server reads "
+            "(GeoTIFF, JPEG2000, JPEG, PNG or WebP)."
+        ) from exc
 
 
 class LocalStorage:
@@ -91,28 +148,15 @@ class LocalStorage:
     def _areas(self) -> dict[str, Path]:
         return {FILES_AREA: self.root, CACHE_AREA: self.cache_dir}
 
-    @staticmethod
-    def _inside(path: Path, base: Path, hidden_ok: bool = False) -> str | None:
-        resolved = path.resolve()
-        if not resolved.is_relative_to(base):
-            return None
-        relative = resolved.relative_to(base)
-        if not hidden_ok and any(part.startswith(".") for part in relative.parts):
-            return None
-        return relative.as_posix()
-
     def download_path(self, path: Path) -> str:
-        """The download path of a local file, or `AssetUnavailable` if it may not be served."""
-        relative = self._inside(path, self.cache_dir, hidden_ok=True)
+        """The download path of a local file, or `AssetNotAllowed` if it may not be served."""
+        relative = confined(path, self.cache_dir, hidden_ok=True)
         if relative is not None:
             return f"{CACHE_AREA}/{relative}"
-        relative = self._inside(path, self.root)
+        relative = confined(path, self.root)
         if relative is None:
             logger.warning("asset %s is outside the storage root %s", path, self.root)
-            raise AssetUnavailable(
-                "This asset is stored outside the server's storage root (ASTRA_STORAGE_ROOT) "
-                "and cannot be served."
-            )
+            raise AssetNotAllowed(OUTSIDE_ROOT)
         if not path.resolve().is_file():
             raise AssetUnavailable("The file behind this asset is missing from storage.")
         return f"{FILES_AREA}/{relative}"
@@ -125,7 +169,7 @@ class LocalStorage:
         if base is None or not rest or pure.is_absolute() or ".." in pure.parts:
             raise NotFound("No such download.")
         candidate = base.joinpath(*pure.parts)
-        if self._inside(candidate, base, hidden_ok=area == CACHE_AREA) is None:
+        if confined(candidate, base, hidden_ok=area == CACHE_AREA) is None:
             raise NotFound("No such download.")
         resolved = candidate.resolve()
         if not resolved.is_file():
@@ -217,12 +261,18 @@ class S3Storage:
         return int(head["ContentLength"])
 
     async def size(self, bucket: str, key: str) -> int | None:
-        """The object's size in bytes (cached), or None when S3 cannot tell."""
+        """The object's size in bytes (cached), None when S3 will not tell, or
+        `AssetUnavailable` when the object store cannot be reached."""
         cache_key = f"{bucket}/{key}"
         if cache_key in self._sizes:
             return self._sizes[cache_key]
         try:
             size = await asyncio.to_thread(self._head_size, bucket, key)
+        except (BotoConnectionError, HTTPClientError) as exc:
+            logger.warning("s3://%s: the object store cannot be reached: %s", bucket, exc)
+            raise AssetUnavailable(
+                "The object store holding this asset cannot be reached; try again later."
+            ) from exc
         except (ClientError, BotoCoreError) as exc:
             logger.warning("HEAD s3://%s/%s failed: %s", bucket, key, exc)
             return None

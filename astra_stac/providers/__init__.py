@@ -6,18 +6,68 @@ The default registry ships as `default.json` beside this module; operators point
 the provider's `collection_prefix` followed by the upstream collection id
 (`es-sentinel-2-l2a`, `pc-sentinel-2-l2a`, `cdse-sentinel-2-l2a`), so the same
 upstream collection from two providers never merges.
+
+`asset_hosts` is also the provider's allow-list: the asset resolver, the
+converter and the tiler read remote hrefs only when their scheme, host, port
+and path lie under one of these URL prefixes (`s3://bucket/`,
+`https://host/path/`). Files inside the storage root are always allowed;
+`ASTRA_ASSET_HOSTS` adds prefixes without editing the registry.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 DEFAULT_REGISTRY = "default.json"
+REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Scheme, host (the bucket for `s3`), port and unquoted path of a remote URL."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+
+    def under(self, prefix: Location) -> bool:
+        """Whether this URL lies under the allow-list entry `prefix` (path-segment aware)."""
+        if (self.scheme, self.host, self.port) != (prefix.scheme, prefix.host, prefix.port):
+            return False
+        base = prefix.path.rstrip("/")
+        return self.path == base or self.path.startswith(f"{base}/")
+
+
+def remote_location(url: str) -> Location | None:
+    """Where a remote URL points, or None when it is not one a server should fetch:
+    another scheme, user info (`https://good@evil/`), control characters, spaces,
+    backslashes or non-ASCII, a bad port, or `.`/`..` path segments (which HTTP
+    clients and S3 servers collapse into another path or bucket)."""
+    if not url.isascii() or any(c <= " " or c in "\\\x7f" for c in url):
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in REMOTE_SCHEMES or "@" in parts.netloc:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "") if scheme != "s3" else parts.netloc.lower()
+    path = unquote(parts.path) or "/"
+    segments = path.split("/")
+    if not host or any(s in (".", "..") for s in segments) or "\x00" in path or "\\" in path:
+        return None
+    return Location(scheme, host, port or _DEFAULT_PORTS.get(scheme), path)
 
 
 class BandSpec(BaseModel):
@@ -49,6 +99,25 @@ class Provider(BaseModel):
     api_url: str | None = None
     asset_hosts: list[str] = Field(default_factory=list)
     catch_all: bool = False
+
+    @field_validator("asset_hosts")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if remote_location(prefix) is None:
+                raise ValueError(
+                    f"asset_hosts entry {prefix!r} is not an http(s):// or s3:// URL prefix"
+                )
+        return value
+
+    @cached_property
+    def _allowed(self) -> list[Location]:
+        return [loc for loc in map(remote_location, self.asset_hosts) if loc is not None]
+
+    def allows(self, href: str) -> bool:
+        """Whether a remote href lies under one of this provider's `asset_hosts`."""
+        location = remote_location(href)
+        return location is not None and any(location.under(p) for p in self._allowed)
 
     @property
     def collection_ids(self) -> list[str]:
@@ -119,6 +188,18 @@ class ProviderRegistry(BaseModel):
             if collection_id.startswith(provider.collection_prefix):
                 return provider
         return self.catch_all
+
+    def with_asset_hosts(self, extra: dict[str, list[str]]) -> ProviderRegistry:
+        """A copy whose providers also allow the `extra` URL prefixes (`ASTRA_ASSET_HOSTS`)."""
+        if not extra:
+            return self
+        unknown = sorted(set(extra) - set(self.providers))
+        if unknown:
+            raise ValueError(f"ASTRA_ASSET_HOSTS names unknown providers: {', '.join(unknown)}")
+        data = self.model_dump()
+        for prefix, hosts in extra.items():
+            data["providers"][prefix]["asset_hosts"] += hosts
+        return ProviderRegistry.model_validate(data)
 
     def collection_spec(self, collection_id: str) -> CollectionSpec | None:
         """The registry entry of a local collection, when it is listed."""

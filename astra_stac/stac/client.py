@@ -20,7 +20,7 @@ from astra_stac.auth.keys import current_key
 from astra_stac.catalog import Catalog
 from astra_stac.errors import InvalidParameter, NotFound
 from astra_stac.ids import is_scoped, parse_scene_id
-from astra_stac.limits import check_filter
+from astra_stac.limits import check_finite, search_arguments
 from astra_stac.responses import GeoJSONResponse
 from astra_stac.stac.scoping import (
     CollectionsOf,
@@ -154,6 +154,9 @@ class AstraCoreClient(CoreCrudClient):
         update: dict[str, Any] = {"conf": None}
         limit = search_request.limit or settings.default_page_size
         update["limit"] = min(limit, settings.max_page_size)
+        check_finite("bbox", search_request.bbox)
+        if search_request.intersects is not None:
+            check_finite("intersects", search_request.intersects.model_dump())
 
         clauses = [] if (cql := _as_cql2_json(search_request)) is None else [cql]
         rewritten_filter = False
@@ -209,7 +212,7 @@ class AstraCoreClient(CoreCrudClient):
         return body
 
     async def get_search(self, request: Request, **kwargs: Any) -> ItemCollection:
-        check_filter(kwargs.get("filter_expr"))  # before stac-fastapi parses it
+        kwargs = search_arguments(kwargs)  # before stac-fastapi parses them
         return _as_geojson(await super().get_search(request, **kwargs))
 
     async def post_search(
@@ -220,7 +223,7 @@ class AstraCoreClient(CoreCrudClient):
     async def item_collection(
         self, collection_id: str, request: Request, **kwargs: Any
     ) -> ItemCollection:
-        check_filter(kwargs.get("filter_expr"))
+        kwargs = search_arguments(kwargs)
         return _as_geojson(await super().item_collection(collection_id, request, **kwargs))
 
     async def get_item(

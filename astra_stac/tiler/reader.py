@@ -12,18 +12,15 @@ from __future__ import annotations
 from typing import Any, cast
 
 import attr
-from rasterio._path import _parse_path
-from rasterio.env import env_ctx_if_needed
-from rasterio.io import DatasetReader
 from rio_tiler.constants import MAX_THREADS
 from rio_tiler.errors import MaxArraySizeError
 from rio_tiler.io import Reader, STACReader
 from rio_tiler.models import BandStatistics, ImageData, Info, PointData
 from rio_tiler.types import AssetInfo, AssetType
 
-from astra_stac.errors import AssetUnavailable, InvalidParameter
+from astra_stac.assets.storage import open_raster
+from astra_stac.errors import InvalidParameter
 from astra_stac.tiler.scene import MAX_MEMOS, Scene
-from astra_stac.tiler.sources import ALLOWED_DRIVERS
 
 DEFAULT_MAX_SIZE = 1024
 # What STACReader.__attrs_post_init__ derives from the item.
@@ -37,10 +34,7 @@ class BandReader(Reader):
 
     def __attrs_post_init__(self) -> None:
         if self.dataset is None:
-            # rasterio.open() takes one driver; its DatasetReader takes the allowed list.
-            with env_ctx_if_needed():
-                dataset = DatasetReader(_parse_path(self.input), driver=ALLOWED_DRIVERS)
-            self.dataset = self._ctx_stack.enter_context(dataset)
+            self.dataset = self._ctx_stack.enter_context(open_raster(str(self.input)))
         super().__attrs_post_init__()
 
 
@@ -74,8 +68,9 @@ class SceneReader(STACReader):
     def _get_asset_info(self, asset: AssetType) -> AssetInfo:
         info = super()._get_asset_info(asset)
         name = info["name"]
-        if name in self.scene.unavailable:
-            raise AssetUnavailable(self.scene.unavailable[name])
+        refused = self.scene.unavailable.get(name)
+        if refused is not None:
+            raise type(refused)(refused.description)
         source = self.scene.sources[name]
         # Whatever rio-tiler derived (alternate hrefs included), read the catalogue's file.
         info["url"] = source.path

@@ -61,7 +61,7 @@ class Scene:
     registry: ProviderRegistry
     bands: tuple[ResolvedBand, ...]
     sources: Mapping[str, GdalSource]
-    unavailable: Mapping[str, str]
+    unavailable: Mapping[str, AssetUnavailable]
     max_image_size: int
     # Memos filled by requests for this scene (it is shared while cached).
     layers: dict[tuple[tuple[str, ...], str | None], Layer] = field(default_factory=dict)
@@ -198,14 +198,15 @@ class SceneLookup:
     ) -> Scene:
         bands = tuple(scene_bands(item, registry))
         sources: dict[str, GdalSource] = {}
-        unavailable: dict[str, str] = {}
+        unavailable: dict[str, AssetUnavailable] = {}
+        provider = registry.provider_of_collection(str(item.get("collection", "")))
         for band in bands:
             try:
                 sources[band.asset_key] = await gdal_source(
-                    band.href, self.storage_root, self.s3, self.signers
+                    band.href, self.storage_root, self.s3, self.signers, provider
                 )
             except AssetUnavailable as exc:
-                unavailable[band.asset_key] = exc.description
+                unavailable[band.asset_key] = exc.with_traceback(None)
         keys = {band.asset_key for band in bands}
         # Only the band assets, without links: rio-tiler resolves nothing else.
         reader_item = {

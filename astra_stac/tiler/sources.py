@@ -8,7 +8,9 @@ to a GDAL path, and nothing else.
 - `http(s)://` → the URL itself (GDAL reads it through `/vsicurl/`), signed
   first when a signer handles its host (Planetary Computer SAS tokens).
 
-Anything else (other schemes, `/vsi…` paths, inline VRT XML) is refused.
+Remote hrefs only when the item's provider allows their host; anything else
+(other schemes, `/vsi…` paths, inline VRT XML, files outside the root or in its
+hidden directories) is refused with `AssetNotAllowed`.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import asyncio
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+from rasterio.session import AWSSession
 
 from astra_stac.assets.settings import S3Settings
 from astra_stac.assets.signing import HrefSigner
-from astra_stac.assets.storage import SourceKind, parse_href
-from astra_stac.errors import AssetUnavailable
-
-# GDAL drivers a band file may be opened with (no VRT: a VRT can point at any file).
-ALLOWED_DRIVERS = ["GTiff", "JP2OpenJPEG", "JP2KAK", "JP2ECW", "JPEG", "PNG", "WEBP"]
+from astra_stac.assets.storage import OUTSIDE_ROOT, SourceKind, confined, parse_href
+from astra_stac.errors import AssetNotAllowed
+from astra_stac.providers import Provider
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,13 @@ class GdalSource:
     """What GDAL opens for one asset, and the options it needs for that."""
 
     path: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)  # rasterio.Env keyword arguments
     local: bool = False
 
 
-async def _s3_env(settings: S3Settings, bucket: str) -> dict[str, str]:
+async def _s3_env(settings: S3Settings, bucket: str) -> dict[str, Any]:
     conf = settings.for_bucket(bucket)
-    env: dict[str, str] = {}
+    env: dict[str, Any] = {}
     if conf.region:
         env["AWS_REGION"] = conf.region
     if conf.requester_pays:
@@ -54,8 +56,12 @@ async def _s3_env(settings: S3Settings, bucket: str) -> dict[str, str]:
     if style == "path" or (style == "auto" and conf.endpoint_url):
         env["AWS_VIRTUAL_HOSTING"] = "FALSE"
     if conf.access_key_id and conf.secret_access_key:
-        env["AWS_ACCESS_KEY_ID"] = conf.access_key_id
-        env["AWS_SECRET_ACCESS_KEY"] = conf.secret_access_key.get_secret_value()
+        # rasterio refuses credentials as GDAL options: they travel in a session.
+        env["session"] = AWSSession(
+            aws_access_key_id=conf.access_key_id,
+            aws_secret_access_key=conf.secret_access_key.get_secret_value(),
+            region_name=conf.region,
+        )
     elif not await asyncio.to_thread(_aws_chain_has_credentials):
         # Public buckets, as the asset resolver falls back to unsigned URLs.
         env["AWS_NO_SIGN_REQUEST"] = "YES"
@@ -76,20 +82,16 @@ async def gdal_source(
     storage_root: Path,
     s3: S3Settings,
     signers: list[HrefSigner],
+    provider: Provider | None,
 ) -> GdalSource:
-    """The GDAL path (and options) of a catalogue href, or `AssetUnavailable`."""
-    if href.startswith(("/vsi", "<")) or href.lower().startswith("vrt:"):
-        raise AssetUnavailable("This asset's href cannot be read by the tiler.")
-    source = parse_href(href, storage_root)
+    """The GDAL path (and options) of a catalogue href of `provider`'s, or
+    `AssetNotAllowed` / `AssetUnavailable`."""
+    source = parse_href(href, storage_root, provider)
     if source.kind is SourceKind.LOCAL:
         assert source.path is not None
-        resolved = source.path.resolve()
-        if not resolved.is_relative_to(storage_root.resolve()):
-            raise AssetUnavailable(
-                "This asset is stored outside the server's storage root (ASTRA_STORAGE_ROOT) "
-                "and cannot be read."
-            )
-        return GdalSource(str(resolved), local=True)
+        if confined(source.path, storage_root.resolve()) is None:
+            raise AssetNotAllowed(OUTSIDE_ROOT)
+        return GdalSource(str(source.path.resolve()), local=True)
     if source.kind is SourceKind.S3:
         assert source.bucket is not None and source.key is not None
         return GdalSource(f"/vsis3/{source.bucket}/{source.key}", await _s3_env(s3, source.bucket))
