@@ -140,6 +140,8 @@ def _deep_and(depth: int) -> dict[str, Any]:
         {"filter": {"op": "no-such-op", "args": []}},
         {"filter": {"op": "=", "args": [{"property": "id"}]}},
         {"filter": "x" * 1_000_000, "filter-lang": "cql2-text"},
+        {"filter": "(" * 5000 + "id='x'" + ")" * 5000, "filter-lang": "cql2-text"},
+        {"filter": "NOT " * 5000 + "id='x'", "filter-lang": "cql2-text"},
         {"ids": ["a\x00b"]},
         {"ids": "not-a-list"},
         {"collections": [{"nested": True}]},
@@ -326,3 +328,12 @@ def test_server_is_healthy_after_all_that(hostile):
     assert client.get(f"/api/v1/scenes/{SCENE}", headers=auth).json()["id"] == SCENE
     found = client.post("/api/v1/search", json={"ids": [SCENE]}, headers=auth).json()
     assert [f["id"] for f in found["features"]] == [SCENE]
+
+
+def test_deep_filters_on_the_items_route(hostile):
+    client, auth = hostile
+    deep = "(" * 5000 + "id='x'" + ")" * 5000
+    response = client.get(
+        f"/api/v1/collections/{COLLECTION}/items", params={"filter": deep}, headers=auth
+    )
+    assert "levels of nesting" in assert_client_error(response, 400)["description"]
