@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from astra_stac.errors import UnknownBand
@@ -96,6 +97,7 @@ def is_cog_media_type(media_type: str | None) -> bool:
     return bool(parts & {"profile=cloud-optimized", "cloud-optimized=true"})
 
 
+@lru_cache(maxsize=4096)  # called for every asset and table band on every resolve
 def normalize_native(name: str) -> str:
     """A band name in comparable form: `OLI_B4`, `SR_B4`, `b4`, `Band4` → `B04`."""
     upper = name.strip().upper()
@@ -192,6 +194,7 @@ def _is_raster(asset: dict[str, Any]) -> bool:
     return not (isinstance(roles, list) and _NOT_BAND_ROLES.intersection(roles))
 
 
+@lru_cache(maxsize=4096)
 def _key_stem(asset_key: str) -> str:
     """An asset key without file extension or resolution suffix: `B04_10m` → `B04`."""
     stem = re.sub(r"\.(tif|tiff|jp2)$", "", asset_key, flags=re.IGNORECASE)

@@ -130,13 +130,20 @@ _validations_lock = threading.Lock()
 _MAX_VALIDATIONS = 4096
 
 
+def known_cog_validation(path: str, fingerprint: str) -> bool | None:
+    """`is_valid_cog`'s remembered answer for (file, fingerprint), None when not known
+    (so a caller on the event loop can skip the thread hop)."""
+    with _validations_lock:
+        return _validations.get((path, fingerprint))
+
+
 def is_valid_cog(path: str, fingerprint: str, cache_key: str | None = None) -> bool:
     """Whether rio-cogeo accepts the file as a COG (strict mode: warnings such as
     missing overviews count); remembered per (file, fingerprint)."""
     key = (cache_key or path, fingerprint)
-    with _validations_lock:
-        if key in _validations:
-            return _validations[key]
+    known = known_cog_validation(*key)
+    if known is not None:
+        return known
     try:
         with gdal_env(path):
             # rio-cogeo opens with any driver: make sure it is a GeoTIFF (never a VRT) first.

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from astra_stac.assets.bands import COG_MEDIA_TYPE, ResolvedBand, is_cog_media_type, map_bands
-from astra_stac.assets.convert import Converter, OutputFormat, is_valid_cog, parse_format
+from astra_stac.assets.convert import (
+    Converter,
+    OutputFormat,
+    is_valid_cog,
+    known_cog_validation,
+    parse_format,
+)
 from astra_stac.assets.settings import AssetSettings
 from astra_stac.assets.signing import (
     HrefSigner,
@@ -43,6 +50,7 @@ logger = logging.getLogger(__name__)
 DIRECT = "direct"
 CONVERTED = "converted"
 _TIFF_MEDIA = ("image/tiff", "image/vnd.stac.geotiff")
+_MAX_LOCAL_PATHS = 4096
 
 
 @dataclass
@@ -56,6 +64,16 @@ class _Output:
     expires_at: float
     signed: bool
     routing: str
+
+
+@dataclass(frozen=True)
+class _LocalFile:
+    """A local asset file the resolver may serve, looked at once per request."""
+
+    path: Path  # resolved
+    download_path: str
+    size: int
+    fingerprint: str  # modification time and size: a changed file is validated again
 
 
 def split_bands(value: str | None) -> list[str] | None:
@@ -105,6 +123,7 @@ class AssetResolver:
         self.converter = Converter(self.local.cache_dir, settings.convert)
         self.remote_sizes = RemoteSizes(settings.convert.remote_size_timeout_seconds)
         self._url_signer: UrlSigner | None = None
+        self._local_paths: dict[str, tuple[Path, str]] = {}
 
     @property
     def url_signer(self) -> UrlSigner:
@@ -179,36 +198,60 @@ class AssetResolver:
         self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
     ) -> _Output:
         source = parse_href(band.href, self.local.root, provider)
-        if output.is_geotiff and await self._is_cog(source, band):
-            return await self._direct(source, band, base_url)
-        return await self._convert(source, band, output, base_url)
+        local = self._local_file(source) if source.kind is SourceKind.LOCAL else None
+        if output.is_geotiff and await self._is_cog(source, band, local):
+            return await self._direct(source, band, base_url, local)
+        return await self._convert(source, band, output, base_url, local)
 
     def _expiry(self) -> float:
         return float(int(time.time()) + self.ttl)
 
-    async def _is_cog(self, source: Source, band: ResolvedBand) -> bool:
+    async def _is_cog(self, source: Source, band: ResolvedBand, local: _LocalFile | None) -> bool:
         """Already a COG? Local files are validated; remote ones trusted by media type,
-        validated when the media type only says TIFF."""
-        if source.kind is SourceKind.LOCAL:
-            path = self._local_file(source)
-            stat = path.stat()
-            return await asyncio.to_thread(
-                is_valid_cog, str(path), f"{stat.st_mtime_ns}:{stat.st_size}"
-            )
+        validated when the media type only says TIFF. Validations are remembered, and a
+        remembered one is answered without a thread hop."""
+        if local is not None:
+            path = str(local.path)
+            known = known_cog_validation(path, local.fingerprint)
+            if known is not None:
+                return known
+            return await asyncio.to_thread(is_valid_cog, path, local.fingerprint)
         if is_cog_media_type(band.media_type):
             return True
         media = (band.media_type or "").lower()
         if media and not media.startswith(_TIFF_MEDIA):
             return False
+        fingerprint = self._remote_fingerprint(band)
+        known = known_cog_validation(source.href, fingerprint)
+        if known is not None:
+            return known
         signed = await self._sign_remote(source, band)
-        return await asyncio.to_thread(
-            is_valid_cog, signed.href, self._remote_fingerprint(band), source.href
-        )
+        return await asyncio.to_thread(is_valid_cog, signed.href, fingerprint, source.href)
 
-    def _local_file(self, source: Source) -> Path:
+    def _local_file(self, source: Source) -> _LocalFile:
+        """The file now: where a path resolves and its download path are remembered
+        (resolving walks every directory; the download route checks the path again),
+        its size and modification time are read on every request."""
         assert source.path is not None
-        self.local.download_path(source.path)  # refuses files outside the storage root
-        return source.path.resolve()
+        key = str(source.path)
+        known = self._local_paths.get(key)
+        if known is None:
+            # Refuses files outside the storage root, and missing ones.
+            download_path = self.local.download_path(source.path)
+            known = (source.path.resolve(), download_path)
+            if len(self._local_paths) >= _MAX_LOCAL_PATHS:
+                self._local_paths.clear()
+            self._local_paths[key] = known
+        path, download_path = known
+        try:
+            status = path.stat()
+        except OSError:
+            status = None
+        if status is None or not stat.S_ISREG(status.st_mode):
+            del self._local_paths[key]
+            raise AssetUnavailable("The file behind this asset is missing from storage.")
+        size = status.st_size
+        return _LocalFile(path, download_path, size, f"{status.st_mtime_ns}:{size}")
 
     async def _sign_remote(self, source: Source, band: ResolvedBand) -> SignedHref:
         if source.kind is SourceKind.S3:
@@ -227,16 +270,16 @@ class AssetResolver:
         asset = band.asset
         return str(asset.get("file:checksum") or asset.get("file:size") or "")
 
-    def _signed_local(self, path: Path, base_url: str) -> tuple[str, float]:
+    def _signed_download(self, download_path: str, base_url: str) -> tuple[str, float]:
         expires = self._expiry()
-        download_path = self.local.download_path(path)
         return self.url_signer.sign_url(base_url, download_path, int(expires)), expires
 
-    async def _direct(self, source: Source, band: ResolvedBand, base_url: str) -> _Output:
-        if source.kind is SourceKind.LOCAL:
-            path = self._local_file(source)
-            href, expires = self._signed_local(path, base_url)
-            return _Output(band, href, COG_MEDIA_TYPE, path.stat().st_size, expires, True, DIRECT)
+    async def _direct(
+        self, source: Source, band: ResolvedBand, base_url: str, local: _LocalFile | None
+    ) -> _Output:
+        if local is not None:
+            href, expires = self._signed_download(local.download_path, base_url)
+            return _Output(band, href, COG_MEDIA_TYPE, local.size, expires, True, DIRECT)
         signed = await self._sign_remote(source, band)
         declared = band.asset.get("file:size")
         declared_size = declared if isinstance(declared, int) and declared >= 0 else None
@@ -260,18 +303,17 @@ class AssetResolver:
         band: ResolvedBand,
         output: OutputFormat,
         base_url: str,
+        local: _LocalFile | None,
     ) -> _Output:
-        if source.kind is SourceKind.LOCAL:
-            path = self._local_file(source)
-            stat = path.stat()
-            read_path = str(path)
-            source_id = f"{path}|{stat.st_mtime_ns}:{stat.st_size}"
+        if local is not None:
+            read_path = str(local.path)
+            source_id = f"{local.path}|{local.fingerprint}"
         else:
             signed = await self._sign_remote(source, band)
             read_path = signed.href
             source_id = f"{source.href}|{self._remote_fingerprint(band)}"
         converted = await self.converter.ensure(read_path, source_id, band.native_name, output)
-        href, expires = self._signed_local(converted, base_url)
+        href, expires = self._signed_download(self.local.download_path(converted), base_url)
         return _Output(
             band,
             href,

@@ -9,14 +9,20 @@ request may ask for.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, cast
 
 import attr
+import morecantile
+import numpy
+import pyproj
+from rasterio.crs import CRS
 from rio_tiler.constants import MAX_THREADS
 from rio_tiler.errors import MaxArraySizeError
 from rio_tiler.io import Reader, STACReader
 from rio_tiler.models import BandStatistics, ImageData, Info, PointData
 from rio_tiler.types import AssetInfo, AssetType
+from rio_tiler.utils import normalize_bounds
 
 from astra_stac.assets.storage import open_raster
 from astra_stac.errors import InvalidParameter
@@ -28,6 +34,33 @@ _DERIVED = ("assets", "bounds", "crs", "transform", "height", "width", "minzoom"
 _SIZE_OPTIONS = ("tilesize", "max_size", "width", "height", "padding")
 
 
+@lru_cache(maxsize=64)
+def _transformer(src: CRS, dst: CRS) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(src.to_wkt(), dst.to_wkt(), always_xy=True)
+
+
+def tile_intersects(
+    tms: morecantile.TileMatrixSet, crs: CRS, bounds: Any, x: int, y: int, z: int
+) -> bool | None:
+    """rio-tiler's `tile_exists`, with the PROJ transformer made once per pair of CRSs:
+    rasterio's `transform_bounds` builds a new one on every call (~0.5 ms a tile).
+    None when PROJ fails: rio-tiler's own check then decides (and raises as it does)."""
+    xy = tms.xy_bounds(morecantile.Tile(x=x, y=y, z=z))
+    tile_bounds: tuple[float, float, float, float] = (xy.left, xy.bottom, xy.right, xy.top)
+    if tms.rasterio_crs != crs:
+        try:
+            tile_bounds = _transformer(tms.rasterio_crs, crs).transform_bounds(
+                *tile_bounds, densify_pts=21
+            )
+        except pyproj.exceptions.ProjError:
+            return None
+    if not all(numpy.isfinite(tile_bounds)):
+        return True
+    left, bottom, right, top = normalize_bounds(tile_bounds)
+    west, south, east, north = normalize_bounds(tuple(bounds))
+    return left < east and right > west and top > south and bottom < north
+
+
 @attr.s
 class BandReader(Reader):
     """rio-tiler's `Reader`, opening band files with raster drivers only (no VRT)."""
@@ -36,6 +69,10 @@ class BandReader(Reader):
         if self.dataset is None:
             self.dataset = self._ctx_stack.enter_context(open_raster(str(self.input)))
         super().__attrs_post_init__()
+
+    def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
+        found = tile_intersects(self.tms, self.crs, self.bounds, tile_x, tile_y, tile_z)
+        return super().tile_exists(tile_x, tile_y, tile_z) if found is None else found
 
 
 @attr.s
@@ -64,6 +101,10 @@ class SceneReader(STACReader):
             self.scene.reader_state[key] = {
                 name: getattr(self, name) for name in _DERIVED if hasattr(self, name)
             }
+
+    def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
+        found = tile_intersects(self.tms, self.crs, self.bounds, tile_x, tile_y, tile_z)
+        return super().tile_exists(tile_x, tile_y, tile_z) if found is None else found
 
     def _get_asset_info(self, asset: AssetType) -> AssetInfo:
         info = super()._get_asset_info(asset)
