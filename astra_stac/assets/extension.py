@@ -28,7 +28,12 @@ RESOLVE_ERRORS: dict[int | str, dict[str, Any]] = {
     },
     401: {"description": "UNAUTHORIZED: missing or invalid API key."},
     404: {"description": "SCENE_NOT_FOUND: no scene has this id."},
+    422: {
+        "description": "ASSET_NOT_ALLOWED: the scene's file is somewhere the server does not "
+        "read (a host off its provider's asset_hosts, outside the storage root, a VRT)."
+    },
     502: {"description": "ASSET_UNAVAILABLE: the file could not be read, signed or converted."},
+    507: {"description": "INSUFFICIENT_STORAGE: the conversion cache is out of space."},
 }
 DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     206: {"description": "The requested byte range."},
