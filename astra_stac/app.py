@@ -12,6 +12,7 @@ from stac_fastapi.extensions.sort.sort import SortConformanceClasses
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import Settings as PgstacSettings
 from stac_fastapi.pgstac.db import con_init, get_connection
+from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 
 from astra_stac import __version__, observability, openapi
@@ -31,7 +32,7 @@ from astra_stac.providers import ProviderRegistry, load_registry
 from astra_stac.scenes import ScenesExtension
 from astra_stac.settings import ApiSettings, DatabaseSettings
 from astra_stac.stac.client import AstraCoreClient
-from astra_stac.stac.search import LenientCollectionsExtension, QueryExtension
+from astra_stac.stac.search import FilterExtension, LenientCollectionsExtension, QueryExtension
 from astra_stac.tiler import TilerSettings, register_tiler
 
 PREFIX = "/api/v1"
@@ -165,6 +166,7 @@ def create_app(
         search_map={
             "sort": SearchSortExtension(conformance_classes=SORT_CONFORMANCE),
             "query": QueryExtension(),
+            "filter": FilterExtension(client=FiltersClient()),
             "collections": LenientCollectionsExtension(),
         },
         extra_map={

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import pytest
 
 ES_LANDSAT = "earth-search:LC08_L2SP_033032_20231008_02_T1"
@@ -193,3 +196,156 @@ def test_unknown_collection_is_404(client, auth):
     assert response.json()["code"] == "NOT_FOUND"
     response = client.get("/api/v1/collections/nope/items/earth-search:X", headers=auth)
     assert response.status_code == 404
+
+
+# --- unified search (issue 3, item 8) ---------------------------------------------------------
+
+S2_COPERNICUS = "sentinel-2:S2A_MSIL2A_20220217T183431_N0510_R027_T13VEK_20240516T022440"
+PROVIDER_OF_PREFIX = {
+    "earth-search": "element84",
+    "planetary-computer": "microsoft",
+    "landsat": "usgs",
+    "sentinel-2": "copernicus",
+}
+UNIFIED_QUERYABLES = {
+    "astra:provider",
+    "astra:collection",
+    "eo:cloud_cover",
+    "platform",
+    "constellation",
+    "gsd",
+}
+
+
+def test_search_without_collections_spans_every_provider(client, auth):
+    features = client.get("/api/v1/search", params={"limit": 100}, headers=auth).json()["features"]
+    prefixes = {feature["id"].partition(":")[0] for feature in features}
+    assert prefixes == set(PROVIDER_OF_PREFIX)
+    for feature in features:
+        prefix = feature["id"].partition(":")[0]
+        assert feature["properties"]["astra:provider"] == PROVIDER_OF_PREFIX[prefix]
+
+
+def test_queryables_list_the_unified_fields(client, auth):
+    response = client.get("/api/v1/queryables", headers=auth)
+    assert response.status_code == 200, response.text
+    properties = response.json()["properties"]
+    assert set(properties) >= UNIFIED_QUERYABLES
+    assert properties["eo:cloud_cover"]["type"] == "number"
+    assert properties["astra:provider"]["type"] == "string"
+
+
+def _provider_and_cloud(provider: str, below: float, lang: str) -> str | dict:
+    if lang == "cql2-text":
+        return f"astra:provider = '{provider}' AND eo:cloud_cover < {below}"
+    return {
+        "op": "and",
+        "args": [
+            {"op": "=", "args": [{"property": "astra:provider"}, provider]},
+            {"op": "<", "args": [{"property": "eo:cloud_cover"}, below]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("lang", ["cql2-text", "cql2-json"])
+@pytest.mark.parametrize(
+    ("provider", "below", "expected"),
+    [
+        ("usgs", 20, []),  # the one USGS scene has 24.51 % cloud
+        ("usgs", 30, [USGS_LANDSAT]),
+        ("microsoft", 20, [PC_LANDSAT]),  # not the 48.7 % Sentinel-2 scene
+    ],
+)
+def test_filter_on_provider_and_cloud_cover(client, auth, method, lang, provider, below, expected):
+    expr = _provider_and_cloud(provider, below, lang)
+    if method == "GET":
+        text = expr if isinstance(expr, str) else json.dumps(expr)
+        params = {"filter": text, "filter-lang": lang, "limit": 100}
+        response = client.get("/api/v1/search", params=params, headers=auth)
+    else:
+        body = {"filter": expr, "filter-lang": lang, "limit": 100}
+        response = client.post("/api/v1/search", json=body, headers=auth)
+    assert _ids(response) == expected
+
+
+def _sorted_by(features: list[dict], field: str) -> list:
+    return [feature["properties"][field] for feature in features]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("field", ["datetime", "eo:cloud_cover"])
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_sortby_datetime_and_cloud_cover(client, auth, method, field, direction):
+    if method == "GET":
+        sign = "+" if direction == "asc" else "-"
+        params = {"sortby": f"{sign}{field}", "limit": 100}
+        response = client.get("/api/v1/search", params=params, headers=auth)
+    else:
+        body = {"sortby": [{"field": field, "direction": direction}], "limit": 100}
+        response = client.post("/api/v1/search", json=body, headers=auth)
+    assert response.status_code == 200, response.text
+    values = _sorted_by(response.json()["features"], field)
+    assert len(values) == ALL_DEMO
+    if field == "datetime":
+        values = [datetime.fromisoformat(v) for v in values]
+    assert values == sorted(values, reverse=direction == "desc")
+    assert len(set(values)) == ALL_DEMO  # distinct, so the order is really checked
+
+
+def test_ids_from_every_provider_in_one_request(client, auth):
+    wanted = [ES_LANDSAT, PC_LANDSAT, USGS_LANDSAT, S2_COPERNICUS]
+    got = _ids(client.post("/api/v1/search", json={"ids": wanted}, headers=auth))
+    assert sorted(got) == sorted(wanted)
+    got = _ids(client.get("/api/v1/search", params={"ids": ",".join(wanted)}, headers=auth))
+    assert sorted(got) == sorted(wanted)
+
+
+def test_prev_link_returns_the_previous_page(client, auth):
+    first = client.get("/api/v1/search", params={"limit": 3}, headers=auth)
+    nxt = next(lnk for lnk in first.json()["links"] if lnk["rel"] == "next")
+    second = client.get(nxt["href"].removeprefix("http://testserver"), headers=auth)
+    prev = next(lnk for lnk in second.json()["links"] if lnk["rel"] == "previous")
+    back = client.get(prev["href"].removeprefix("http://testserver"), headers=auth)
+    assert _ids(back) == _ids(first)
+    assert not set(_ids(first)) & set(_ids(second))
+
+
+@pytest.mark.parametrize("token", ["next:zz:zz", "next:6162:6364", "sideways:6162:6364"])
+def test_bad_paging_token_is_a_400(client, auth, token):
+    response = client.get("/api/v1/search", params={"token": token}, headers=auth)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"code", "description"}
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "eo:cloud_cover < 20",
+        "astra:provider = 'usgs' AND (eo:cloud_cover < 20 OR gsd >= 10)",
+        "NOT (platform <> 'landsat-9')",
+        "eo:cloud_cover BETWEEN 1 AND 2",
+        "s_intersects(geometry, POINT(1 2))",
+        "platform LIKE 'landsat%'",
+        {"op": "and", "args": [{"op": "<", "args": [{"property": "a"}, 1]}]},
+        {"op": "<", "args": [{"property": "a"}, 1, 2]},
+        {"op": "like", "args": [{"property": "a"}, 1]},
+        {"op": "<", "args": [{"property": "a"}, True]},
+    ],
+)
+def test_filters_checked_without_the_schema_agree_with_cql2(expr):
+    from cql2 import Expr
+
+    from astra_stac.errors import InvalidParameter
+    from astra_stac.stac.search import filter_as_cql2_json
+
+    try:
+        Expr(expr).validate()
+        valid = True
+    except Exception:
+        valid = False
+    if valid:
+        assert filter_as_cql2_json(expr) == Expr(expr).to_json()
+    else:
+        with pytest.raises(InvalidParameter):
+            filter_as_cql2_json(expr)

@@ -159,7 +159,8 @@ class AstraCoreClient(CoreCrudClient):
             check_finite("intersects", search_request.intersects.model_dump())
 
         clauses = [] if (cql := _as_cql2_json(search_request)) is None else [cql]
-        rewritten_filter = False
+        # CQL2 text (a POST may send it) goes to pgstac as CQL2-JSON
+        rewritten_filter = isinstance(getattr(search_request, "filter_expr", None), str)
         if (query := getattr(search_request, "query", None)) is not None:
             # pgstac knows only the comparisons: every query is searched as CQL2
             update["query"] = None

@@ -5,6 +5,8 @@
   were refused. The search client now turns every `query` into CQL2-JSON.
 - `collections` given as one string in a POST body (`"a"` or `"a,b"`), as
   stac-server accepts and stac-api-validator sends; GET already takes `a,b`.
+- `filter` as CQL2 text in a POST body (`"filter-lang": "cql2-text"`); the
+  search client turns it into CQL2-JSON for pgstac.
 - CQL2 filters checked without cql2's schema validation for the plain shapes
   (`validate()` of cql2 0.6 compiles the CQL2 JSON schema on every call, ~60 ms).
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import attr
 from cql2 import Expr
 from fastapi import FastAPI
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from stac_fastapi.extensions import SearchFilterExtension
+from stac_fastapi.extensions.filter.request import FilterExtensionPostRequest
 from stac_fastapi.pgstac.extensions import QueryExtension as PgstacQueryExtension
 from stac_fastapi.types.extension import ApiExtension
 
@@ -124,6 +128,29 @@ class LenientCollectionsExtension(ApiExtension):
 
     def register(self, app: FastAPI) -> None:
         """Nothing to register."""
+
+
+class FilterPostRequest(FilterExtensionPostRequest):
+    """`filter` as CQL2-JSON, or as CQL2 text with `filter-lang: cql2-text`."""
+
+    filter_expr: dict[str, Any] | str | None = Field(None, alias="filter")  # type: ignore[assignment]
+    filter_lang: Literal["cql2-json", "cql2-text"] | None = Field(  # type: ignore[assignment]
+        "cql2-json", alias="filter-lang"
+    )
+
+    @model_validator(mode="after")
+    def _language_matches(self) -> FilterPostRequest:
+        is_text = isinstance(self.filter_expr, str)
+        if self.filter_expr is not None and is_text != (self.filter_lang == "cql2-text"):
+            raise ValueError("filter-lang cql2-text takes a string filter, cql2-json an object")
+        return self
+
+
+@attr.s
+class FilterExtension(SearchFilterExtension):
+    """stac-fastapi-pgstac's search filter extension, also taking CQL2 text in a POST."""
+
+    POST = FilterPostRequest
 
 
 _COMPARISON_OPS = frozenset({"=", "<>", "<", "<=", ">", ">="})
