@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ from stac_fastapi.pgstac.db import con_init, get_connection
 from stac_fastapi.pgstac.extensions.filter import FiltersClient
 from stac_fastapi.pgstac.models.extensions import Extensions
 
-from astra_stac import __version__, observability, openapi
+from astra_stac import __version__, memory, observability, openapi
 from astra_stac.assets.extension import (
     DOWNLOAD_ROUTE,
     AssetsExtension,
@@ -153,9 +154,13 @@ def create_app(
         app.state.catalog = Catalog(registry, reader, ttl=api_settings.collection_cache_seconds)
         app.state.key_verifier = KeyVerifier(writer, api_settings.key_last_used_flush_seconds)
         app.state.key_verifier.start()
+        trimmer = asyncio.create_task(
+            memory.trim_periodically(memory.MemorySettings().trim_seconds)
+        )
         try:
             yield
         finally:
+            trimmer.cancel()
             await app.state.key_verifier.stop()
             if reader is not writer:
                 await reader.close()
