@@ -89,6 +89,7 @@ class ResolvedBand:
         return band
 
 
+@lru_cache(maxsize=256)
 def is_cog_media_type(media_type: str | None) -> bool:
     """Whether a media type declares a Cloud-Optimized GeoTIFF."""
     if not media_type:
@@ -202,17 +203,34 @@ def _key_stem(asset_key: str) -> str:
     return re.sub(r"_\d+m$", "", stem)
 
 
+_NAME_INDEXES: dict[int, tuple[Sequence[BandSpec], dict[str, tuple[int, BandSpec]]]] = {}
+
+
+def _names_of(table: Sequence[BandSpec]) -> dict[str, tuple[int, BandSpec]]:
+    """A band table by normalised name (the first band of each name), built once per
+    registry table."""
+    cached = _NAME_INDEXES.get(id(table))
+    if cached is None or cached[0] is not table:
+        index: dict[str, tuple[int, BandSpec]] = {}
+        for position, spec in enumerate(table):
+            index.setdefault(normalize_native(spec.name), (position, spec))
+        if len(_NAME_INDEXES) >= 64:
+            _NAME_INDEXES.clear()
+        cached = _NAME_INDEXES[id(table)] = (table, index)
+    return cached[1]
+
+
 def _table_entry(
     raw: _RawBand, asset_key: str, table: Sequence[BandSpec]
 ) -> tuple[int, BandSpec] | None:
     """The table band a declared band is, by name, then common name, then wavelength."""
     names = [raw.name] if raw.name else []
     names.append(_key_stem(asset_key))
+    by_name = _names_of(table)
     for name in names:
-        wanted = normalize_native(name)
-        for index, spec in enumerate(table):
-            if normalize_native(spec.name) == wanted:
-                return index, spec
+        found = by_name.get(normalize_native(name))
+        if found is not None:
+            return found
     candidates = list(enumerate(table))
     if raw.common_name:
         common = raw.common_name.lower()

@@ -161,9 +161,19 @@ class AssetResolver:
             raise SceneNotFound(f"No scene with id {str(scene)!r} exists.")
         resolved = map_bands(item, registry, split_bands(bands))
         provider = registry.provider_of_collection(str(item.get("collection", "")))
-        outputs = await asyncio.gather(
-            *(self._resolve_band(band, output, base_url, provider) for band in resolved)
+        # Bands that need no I/O beyond a stat are answered in place; the others run
+        # concurrently (signing services, HEAD requests, validations, conversions).
+        ready = [self._resolve_at_once(band, output, base_url, provider) for band in resolved]
+        waited = iter(
+            await asyncio.gather(
+                *(
+                    self._resolve_band(band, output, base_url, provider)
+                    for band, done in zip(resolved, ready, strict=True)
+                    if done is None
+                )
+            )
         )
+        outputs = [done if done is not None else next(waited) for done in ready]
         gsds = {b.gsd for b in resolved if b.gsd is not None}
         return {
             "scene_id": str(scene),
@@ -193,6 +203,24 @@ class AssetResolver:
         described["astra:routing"] = out.routing
         described["astra:signed"] = out.signed
         return described
+
+    def _resolve_at_once(
+        self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
+    ) -> _Output | None:
+        """A local COG already validated: its answer without a task; None otherwise."""
+        if not output.is_geotiff:
+            return None
+        source = parse_href(band.href, self.local.root, provider)
+        if source.kind is not SourceKind.LOCAL:
+            return None
+        local = self._local_file(source)
+        if known_cog_validation(str(local.path), local.fingerprint) is not True:
+            return None
+        return self._direct_local(band, local, base_url)
+
+    def _direct_local(self, band: ResolvedBand, local: _LocalFile, base_url: str) -> _Output:
+        href, expires = self._signed_download(local.download_path, base_url)
+        return _Output(band, href, COG_MEDIA_TYPE, local.size, expires, True, DIRECT)
 
     async def _resolve_band(
         self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
@@ -278,8 +306,7 @@ class AssetResolver:
         self, source: Source, band: ResolvedBand, base_url: str, local: _LocalFile | None
     ) -> _Output:
         if local is not None:
-            href, expires = self._signed_download(local.download_path, base_url)
-            return _Output(band, href, COG_MEDIA_TYPE, local.size, expires, True, DIRECT)
+            return self._direct_local(band, local, base_url)
         signed = await self._sign_remote(source, band)
         declared = band.asset.get("file:size")
         declared_size = declared if isinstance(declared, int) and declared >= 0 else None

@@ -19,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlsplit
@@ -41,6 +42,7 @@ _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
 
+@lru_cache(maxsize=256)  # every band of a response carries the same expiry
 def isoformat_z(moment: datetime | float) -> str:
     """ISO 8601 in UTC with a `Z`, to the second."""
     if not isinstance(moment, datetime):
