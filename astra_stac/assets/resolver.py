@@ -207,10 +207,18 @@ class AssetResolver:
     def _resolve_at_once(
         self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
     ) -> _Output | None:
-        """A local COG already validated: its answer without a task; None otherwise."""
+        """Its answer without a task when nothing needs I/O beyond a stat — a local COG
+        already validated, a public https COG with a `file:size` —; None otherwise."""
         if not output.is_geotiff:
             return None
         source = parse_href(band.href, self.local.root, provider)
+        if source.kind is SourceKind.HTTP:
+            size = _declared_size(band)
+            if not is_cog_media_type(band.media_type) or size is None:
+                return None
+            if any(signer.handles(source.href) for signer in self.signers):
+                return None
+            return _Output(band, source.href, COG_MEDIA_TYPE, size, self._expiry(), False, DIRECT)
         if source.kind is not SourceKind.LOCAL:
             return None
         local = self._local_file(source)
@@ -308,8 +316,7 @@ class AssetResolver:
         if local is not None:
             return self._direct_local(band, local, base_url)
         signed = await self._sign_remote(source, band)
-        declared = band.asset.get("file:size")
-        declared_size = declared if isinstance(declared, int) and declared >= 0 else None
+        declared_size = _declared_size(band)
         size: int | None
         if source.kind is SourceKind.S3:
             assert source.bucket is not None and source.key is not None
@@ -350,6 +357,11 @@ class AssetResolver:
             True,
             CONVERTED,
         )
+
+
+def _declared_size(band: ResolvedBand) -> int | None:
+    declared = band.asset.get("file:size")
+    return declared if isinstance(declared, int) and declared >= 0 else None
 
 
 def _number(value: float) -> int | float:
