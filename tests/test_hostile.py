@@ -337,3 +337,16 @@ def test_deep_filters_on_the_items_route(hostile):
         f"/api/v1/collections/{COLLECTION}/items", params={"filter": deep}, headers=auth
     )
     assert "levels of nesting" in assert_client_error(response, 400)["description"]
+
+
+@pytest.mark.parametrize("media_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_bodies_without_a_json_media_type(hostile, media_type):
+    client, auth = hostile
+    headers = {**auth} if media_type is None else {**auth, "Content-Type": media_type}
+    response = client.post("/api/v1/search", content=b'{"limit": 1}', headers=headers)
+    if media_type is None:  # read as JSON, as curl -d users expect
+        assert response.status_code == 200, response.text
+        assert len(response.json()["features"]) == 1
+    else:
+        assert response.status_code == 415
+        assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
