@@ -435,7 +435,14 @@ def test_a_stopped_ingest_process_leaves_whole_batches(empty_dsn, tmp_path, sign
             out.write(json.dumps(template | {"id": f"S2A_STOP_{n:05d}"}) + "\n")
     env = {**os.environ, "ASTRA_DATABASE_URL": empty_dsn}
     command = [sys.executable, "-m", "astra_stac.cli", "ingest", str(path), "--batch-size", "50"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # As on a terminal: a shell starts background jobs (CI included) with SIGINT ignored.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 60
         while len(_rows(empty_dsn)) < 100:
