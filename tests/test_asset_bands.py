@@ -243,3 +243,16 @@ def test_titles_follow_the_spec():
     red, nir = map_bands(item, REGISTRY, ["red", "nir"])
     assert (red.title, nir.title) == ("Red (B04) - 10m", "NIR (B08) - 10m")
     assert nir.eo_band() == {"name": "B08", "common_name": "nir", "center_wavelength": 0.842}
+
+
+def test_a_changed_item_is_mapped_again_not_answered_from_memory():
+    item = _load(REAL / "planetary-computer/sentinel-2-l2a" / _first("planetary-computer"), True)
+    (red,) = map_bands(item, REGISTRY, ["red"])
+    assert map_bands(copy.deepcopy(item), REGISTRY, ["red"]) == [red]  # same content
+    changed = copy.deepcopy(item)
+    changed["assets"]["B04"]["href"] = "https://sentinel2l2a01.blob.core.windows.net/moved.tif"
+    (moved,) = map_bands(changed, REGISTRY, ["red"])
+    assert moved.href.endswith("/moved.tif") and red.href != moved.href
+    del changed["assets"]["B04"]
+    with pytest.raises(UnknownBand):
+        map_bands(changed, REGISTRY, ["B04"])

@@ -16,12 +16,16 @@ band sits in several assets (CDSE `B01_20m`/`B01_60m`, Earth Search `red` and
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from astra_stac.errors import UnknownBand
 from astra_stac.providers import BandSpec, ProviderRegistry
@@ -363,8 +367,34 @@ def _preference(band: ResolvedBand, order: int) -> tuple[bool, float, bool, int]
     )
 
 
+# Scenes whose bands were mapped lately, by a digest of the item's JSON: every resolve
+# reads the item afresh, and mapping its assets costs ~0.4 ms, ~7× the digest.
+_SCENE_BANDS_CACHE_SIZE = 2048
+_scene_bands_cache: OrderedDict[bytes, tuple[ProviderRegistry, list[ResolvedBand]]] = OrderedDict()
+
+
 def scene_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
-    """Each band of the scene once, in band-table order, from its best asset."""
+    """Each band of the scene once, in band-table order, from its best asset.
+
+    Memoised by item content: a scene mapped before (same JSON, same registry)
+    answers from memory, a changed item is a new entry.
+    """
+    try:
+        key = hashlib.blake2b(orjson.dumps(item), digest_size=16).digest()
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits: map it uncached
+        return _map_scene_bands(item, registry)
+    cached = _scene_bands_cache.get(key)
+    if cached is not None and cached[0] is registry:
+        _scene_bands_cache.move_to_end(key)
+        return list(cached[1])
+    bands = _map_scene_bands(item, registry)
+    _scene_bands_cache[key] = (registry, bands)
+    if len(_scene_bands_cache) > _SCENE_BANDS_CACHE_SIZE:
+        _scene_bands_cache.popitem(last=False)
+    return list(bands)
+
+
+def _map_scene_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
     _, table = band_table_for(item, registry)
     best: dict[str, tuple[tuple[bool, float, bool, int], ResolvedBand]] = {}
     for order, band in enumerate(_candidates(item, table)):
