@@ -224,10 +224,32 @@ def _names_of(table: Sequence[BandSpec]) -> dict[str, tuple[int, BandSpec]]:
     return cached[1]
 
 
+_TableEntryKey = tuple[int, str | None, str | None, float | None, str]
+_TABLE_ENTRIES: dict[_TableEntryKey, tuple[Sequence[BandSpec], tuple[int, BandSpec] | None]] = {}
+
+
 def _table_entry(
     raw: _RawBand, asset_key: str, table: Sequence[BandSpec]
 ) -> tuple[int, BandSpec] | None:
-    """The table band a declared band is, by name, then common name, then wavelength."""
+    """The table band a declared band is, by name, then common name, then wavelength.
+
+    Remembered per table and declaration: a provider's items repeat the same few
+    asset layouts, and the wavelength search is most of a scene's mapping time.
+    """
+    key = (id(table), raw.name, raw.common_name, raw.center_wavelength, asset_key)
+    cached = _TABLE_ENTRIES.get(key)
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    found = _find_table_entry(raw, asset_key, table)
+    if len(_TABLE_ENTRIES) >= 8192:
+        _TABLE_ENTRIES.clear()
+    _TABLE_ENTRIES[key] = (table, found)
+    return found
+
+
+def _find_table_entry(
+    raw: _RawBand, asset_key: str, table: Sequence[BandSpec]
+) -> tuple[int, BandSpec] | None:
     names = [raw.name] if raw.name else []
     names.append(_key_stem(asset_key))
     by_name = _names_of(table)
@@ -298,10 +320,6 @@ def _resolve(
         or _number(props.get("eo:gsd"))
     )
     common = raw.common_name or (spec.common_name if spec else None)
-    names = _lower([native, raw.name, raw.common_name])
-    names.add(normalize_native(native).lower())
-    if spec is not None:
-        names |= _lower([spec.name, spec.common_name, *spec.aliases])
     return ResolvedBand(
         native_name=native,
         common_name=common,
@@ -311,9 +329,29 @@ def _resolve(
         if raw.center_wavelength is not None
         else (spec.center_wavelength if spec else None),
         gsd=gsd,
-        names=frozenset(names),
+        names=_band_names(native, raw, spec),
         table_index=index,
     )
+
+
+_BandNamesKey = tuple[str, str | None, str | None, int]
+_BAND_NAMES: dict[_BandNamesKey, tuple[BandSpec | None, frozenset[str]]] = {}
+
+
+def _band_names(native: str, raw: _RawBand, spec: BandSpec | None) -> frozenset[str]:
+    """Every lower-case name a band answers to (remembered, like table entries)."""
+    key = (native, raw.name, raw.common_name, id(spec))
+    cached = _BAND_NAMES.get(key)
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    names = _lower([native, raw.name, raw.common_name])
+    names.add(normalize_native(native).lower())
+    if spec is not None:
+        names |= _lower([spec.name, spec.common_name, *spec.aliases])
+    if len(_BAND_NAMES) >= 8192:
+        _BAND_NAMES.clear()
+    _BAND_NAMES[key] = (spec, frozenset(names))
+    return _BAND_NAMES[key][1]
 
 
 def _candidates(item: dict[str, Any], table: Sequence[BandSpec]) -> list[ResolvedBand]:
