@@ -49,7 +49,7 @@ from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_items import _version
+from bench_items import _version, environment_section
 
 from astra_stac.assets.convert import Converter, OutputFormat
 from astra_stac.assets.settings import ConvertSettings
@@ -166,11 +166,7 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "## Environment",
-        "",
-        *[f"- {k}: {v}" for k, v in report["environment"].items()],
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        "",
+        *environment_section(report),
     ]
     return "\n".join(lines)
 

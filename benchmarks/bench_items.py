@@ -917,7 +917,7 @@ def targets(results: dict[str, Any], speedups: dict[str, Any]) -> list[dict[str,
 
 
 def markdown(report: dict[str, Any]) -> str:
-    params, env = report["parameters"], report["environment"]
+    params = report["parameters"]
     lines = [
         f"# Single-item reads, {params['items']:,} items",
         "",
@@ -967,14 +967,21 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {check['target']} | {value} | {'yes' if check['ok'] else 'NO'} |")
         lines.append("")
     lines += [
-        "## Environment",
-        "",
-        *(f"- {name}: {value}" for name, value in env.items()),
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        f"- data load: {report['load_seconds']}",
-        "",
+        *environment_section(report, f"data load: {report['load_seconds']}"),
     ]
     return "\n".join(lines)
+
+
+def environment_section(report: dict[str, Any], *extra: str) -> list[str]:
+    """The `## Environment` lines every benchmark's markdown ends with."""
+    return [
+        "## Environment",
+        "",
+        *(f"- {name}: {value}" for name, value in report["environment"].items()),
+        f"- load average before / after: {report['load_before']} / {report['load_after']}",
+        *(f"- {line}" for line in extra),
+        "",
+    ]
 
 
 def print_table(report: dict[str, Any]) -> None:

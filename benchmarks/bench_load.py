@@ -67,6 +67,7 @@ from bench_items import (
     BenchmarkFailure,
     Server,
     environment,
+    environment_section,
     item_ids,
     load_database,
     summarise,
@@ -605,14 +606,12 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        "## Environment",
-        "",
-        *(f"- {name}: {value}" for name, value in report["environment"].items()),
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        f"- data load: {report['load_seconds']}",
-        "- the client runs on the same machine as the server and PostgreSQL and competes "
-        "with them for its cores",
-        "",
+        *environment_section(
+            report,
+            f"data load: {report['load_seconds']}",
+            "the client runs on the same machine as the server and PostgreSQL and competes "
+            "with them for its cores",
+        ),
     ]
     return "\n".join(lines)
 

@@ -73,6 +73,7 @@ from bench_items import (
     Server,
     _free_port,
     environment,
+    environment_section,
     item_ids,
     load_database,
     prewarm,
@@ -355,11 +356,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     lines += [
-        "## Environment",
-        "",
-        *[f"- {k}: {v}" for k, v in report["environment"].items()],
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        "",
+        *environment_section(report),
     ]
     return "\n".join(lines)
 

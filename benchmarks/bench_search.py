@@ -53,6 +53,7 @@ from bench_items import (
     _prepare_dir,
     database_meta,
     environment,
+    environment_section,
     load_database,
     make_servers,
     summarise,
@@ -318,7 +319,7 @@ def targets(
 
 
 def markdown(report: dict[str, Any]) -> str:
-    params, env = report["parameters"], report["environment"]
+    params = report["parameters"]
     lines = [
         f"# Unified search, {params['items']:,} items",
         "",
@@ -372,12 +373,7 @@ def markdown(report: dict[str, Any]) -> str:
             for c in report["targets"]
         ),
         "",
-        "## Environment",
-        "",
-        *(f"- {name}: {value}" for name, value in env.items()),
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        f"- data load: {report['load_seconds']}",
-        "",
+        *environment_section(report, f"data load: {report['load_seconds']}"),
     ]
     return "\n".join(lines)
 

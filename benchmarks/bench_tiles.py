@@ -46,7 +46,13 @@ import morecantile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_items import BenchmarkFailure, Server, _version, summarise  # noqa: E402
+from bench_items import (  # noqa: E402
+    BenchmarkFailure,
+    Server,
+    _version,
+    environment_section,
+    summarise,
+)
 
 SCENE = "earth-search:S2A_13TDE_20231008_0_L2A"
 BAND_FILE = Path("demo/earth-search/S2A_13TDE_20231008_0_L2A/red.tif")
@@ -251,13 +257,8 @@ def markdown(report: dict[str, Any], routes: dict[str, str]) -> str:
             )
         lines.append("")
     lines += [NOTES]
-    env = report["environment"]
     lines += [
-        "## Environment",
-        "",
-        *[f"- {k}: {v}" for k, v in env.items()],
-        f"- load average before / after: {report['load_before']} / {report['load_after']}",
-        "",
+        *environment_section(report),
     ]
     return "\n".join(lines)
 
