@@ -1102,6 +1102,46 @@ async def measure(
     return results
 
 
+def open_database(args: argparse.Namespace, data_dir: Path) -> tuple[EmbeddedPostgres, str, str]:
+    """The loaded cluster, started, its DSN, and how its data came: reused from
+    `--keep-db` when its items, seed and partitioning match (migrated again, so new
+    astra migrations reach it), else loaded afresh."""
+    cluster = EmbeddedPostgres(data_dir / "db")
+    meta_path = data_dir / META_FILE
+    meta = database_meta(args.items, args.seed, args.partition)
+    reuse = (
+        args.keep_db is not None
+        and cluster.initialized()
+        and meta_path.exists()
+        and json.loads(meta_path.read_text()) == meta
+    )
+    if not reuse and cluster.initialized():
+        print(f"Removing the old database in {data_dir} (other data parameters)")
+        cluster.stop()
+        meta_path.unlink(missing_ok=True)
+        shutil.rmtree(data_dir / "db", ignore_errors=True)
+        cluster = EmbeddedPostgres(data_dir / "db")
+    print(f"PostgreSQL under {cluster.data_dir}")
+    cluster.start()
+    try:
+        dsn = cluster.dsn()
+        if reuse:
+            print("Reusing the loaded database; migrating it")
+            migrate(dsn)
+            how = "reused (--keep-db)"
+        else:
+            print(f"Loading {args.items:,} items (partitioned by {args.partition})")
+            took = load_database(dsn, args.items, args.seed, args.partition)
+            how = f"{took:.0f} s ({args.items / took:,.0f} items/s)"
+            meta_path.write_text(json.dumps(meta))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ANALYZE pgstac.items")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster, dsn, how
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # runs the clean-up below: servers and PostgreSQL stop
 
@@ -1110,35 +1150,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     data_dir = _prepare_dir(args)
-    cluster = EmbeddedPostgres(data_dir / "db")
+    cluster: EmbeddedPostgres | None = None
     servers: list[Server] = []
     try:
-        meta_path = data_dir / META_FILE
-        meta = database_meta(args.items, args.seed, args.partition)
-        reuse = (
-            args.keep_db is not None
-            and cluster.initialized()
-            and meta_path.exists()
-            and json.loads(meta_path.read_text()) == meta
-        )
-        if not reuse and cluster.initialized():
-            print(f"Removing the old database in {data_dir} (other data parameters)")
-            cluster.stop()
-            meta_path.unlink(missing_ok=True)
-            for name in ("db",):
-                shutil.rmtree(data_dir / name, ignore_errors=True)
-            cluster = EmbeddedPostgres(data_dir / "db")
-        print(f"PostgreSQL under {cluster.data_dir}")
-        cluster.start()
-        dsn = cluster.dsn()
-        if reuse:
-            load_seconds = "reused (--keep-db)"
-            print("Reusing the loaded database")
-        else:
-            print(f"Loading {args.items:,} items (partitioned by {args.partition})")
-            took = load_database(dsn, args.items, args.seed, args.partition)
-            load_seconds = f"{took:.0f} s ({args.items / took:,.0f} items/s)"
-            meta_path.write_text(json.dumps(meta))
+        cluster, dsn, load_seconds = open_database(args, data_dir)
         args.key = store.create_key(dsn, f"bench-{os.getpid()}-{int(time.time())}", Scope.read)[
             0
         ].secret
@@ -1212,7 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         if args.keep_db is None:
             shutil.rmtree(data_dir, ignore_errors=True)
 

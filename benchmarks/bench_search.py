@@ -44,25 +44,22 @@ import orjson
 import psycopg
 from bench_items import (
     END,
-    META_FILE,
     RESULTS,
     START,
     BenchmarkFailure,
     Server,
     _exit_on_sigterm,
     _prepare_dir,
-    database_meta,
     environment,
     environment_section,
-    load_database,
     make_servers,
+    open_database,
     summarise,
 )
 
 from astra_stac.auth import store
 from astra_stac.auth.keys import Scope
 from astra_stac.db.embedded import EmbeddedPostgres
-from astra_stac.db.migrate import migrate
 
 SEARCH_PATH = {"astra": "/api/v1/search", "plain-default": "/search", "plain-hydrate": "/search"}
 SERVERS = list(SEARCH_PATH)
@@ -400,38 +397,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _open_database(args: argparse.Namespace, data_dir: Path) -> tuple[EmbeddedPostgres, str]:
-    """The loaded cluster, started: reused from `--keep-db` when its data matches, else loaded."""
-    cluster = EmbeddedPostgres(data_dir / "db")
-    meta_path = data_dir / META_FILE
-    meta = database_meta(args.items, args.seed, args.partition)
-    reuse = (
-        args.keep_db is not None
-        and cluster.initialized()
-        and meta_path.exists()
-        and json.loads(meta_path.read_text()) == meta
-    )
-    if not reuse and cluster.initialized():
-        print(f"Removing the old database in {data_dir} (other data parameters)")
-        meta_path.unlink(missing_ok=True)
-        shutil.rmtree(data_dir / "db", ignore_errors=True)
-        cluster = EmbeddedPostgres(data_dir / "db")
-    cluster.start()
-    dsn = cluster.dsn()
-    if reuse:
-        print("Reusing the loaded database; migrating it")
-        migrate(dsn)
-        args.load_seconds = "reused (--keep-db)"
-    else:
-        print(f"Loading {args.items:,} items (partitioned by {args.partition})")
-        took = load_database(dsn, args.items, args.seed, args.partition)
-        args.load_seconds = f"{took:.0f} s ({args.items / took:,.0f} items/s)"
-        meta_path.write_text(json.dumps(meta))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ANALYZE pgstac.items")
-    return cluster, dsn
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -439,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster: EmbeddedPostgres | None = None
     servers: list[Server] = []
     try:
-        cluster, dsn = _open_database(args, data_dir)
+        cluster, dsn, args.load_seconds = open_database(args, data_dir)
         args.key = store.create_key(dsn, f"bench-{os.getpid()}-{int(time.time())}", Scope.read)[
             0
         ].secret
