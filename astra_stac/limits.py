@@ -127,7 +127,12 @@ class RequestBodyMiddleware:
         elif (
             declared != "0" and "content-type" in headers and not _is_json(headers["content-type"])
         ):
-            refusal = (415, "UNSUPPORTED_MEDIA_TYPE", "Request bodies must be application/json.")
+            refusal = (
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                f"Request bodies must be application/json, not {headers['content-type']} "
+                "(with curl -d, add -H 'Content-Type: application/json').",
+            )
         if refusal is not None:
             response = error_response(*refusal, headers={"Connection": "close"})
             await response(scope, receive, send)

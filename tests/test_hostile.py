@@ -344,9 +344,10 @@ def test_bodies_without_a_json_media_type(hostile, media_type):
     client, auth = hostile
     headers = {**auth} if media_type is None else {**auth, "Content-Type": media_type}
     response = client.post("/api/v1/search", content=b'{"limit": 1}', headers=headers)
-    if media_type is None:  # read as JSON, as curl -d users expect
+    if media_type is None:  # a body with no media type is read as JSON
         assert response.status_code == 200, response.text
         assert len(response.json()["features"]) == 1
     else:
         assert response.status_code == 415
         assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+        assert "Content-Type: application/json" in response.json()["description"]
