@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
+import botocore.auth
+import botocore.crt.auth
 import httpx
 import numpy as np
 import pytest
@@ -165,3 +168,59 @@ def test_requester_pays_travels_in_the_signed_query(monkeypatch):
     assert url.startswith("https://usgs-landsat.s3.us-west-2.amazonaws.com/")
     assert "x-amz-request-payer=requester" in query
     assert "X-Amz-SignedHeaders=host&" in query  # nothing the client must send
+
+
+@pytest.mark.parametrize(
+    ("settings", "bucket"),
+    [
+        (S3Settings(endpoint_url="http://127.0.0.1:9000", addressing_style="path"), "cogs"),
+        (S3Settings(endpoint_url="https://s3.example.org:443"), "cogs"),  # default port
+        (S3Settings(endpoint_url="http://[::1]:9000", addressing_style="path"), "cogs"),
+        (S3Settings(region="us-west-2"), "usgs-landsat"),  # requester pays, virtual host
+        (S3Settings(region="eu-central-1"), "dotted.bucket.name"),  # path style on AWS
+        (S3Settings(buckets={"cogs": S3BucketSettings(requester_pays=True)}), "cogs"),
+    ],
+)
+@pytest.mark.parametrize(
+    "key", ["scenes/S2X/B04.tif", "a b/ü+(1)~!*'.tif", "/leading//double/slash", "%41.tif"]
+)
+@pytest.mark.parametrize("token", [None, "the-session-token"])
+def test_presigned_urls_are_what_boto3_generates(monkeypatch, settings, bucket, key, token):
+    """At the moment it was signed, the URL is boto3's own `generate_presigned_url`:
+    the same object URL and query, the same signature (parameter order aside)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    if token:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    else:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    storage = S3Storage(settings)
+    url, signed = storage.presign(bucket, key, 900)
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    moment = dt.datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+
+    def signed_then(remove_tzinfo: bool = True) -> dt.datetime:
+        return moment if remove_tzinfo else moment.replace(tzinfo=dt.UTC)
+
+    # boto3 signs with botocore's signer, or the CRT's when installed (it is here).
+    for signer in (botocore.auth, botocore.crt.auth):
+        monkeypatch.setattr(signer, "get_current_datetime", signed_then)
+    params = {"Bucket": bucket, "Key": key}
+    if settings.for_bucket(bucket).requester_pays:
+        params["RequestPayer"] = "requester"
+    client = storage._client(bucket)
+    client.meta.events.register("before-sign.s3.GetObject", _payer_in_query)
+    expected = client.generate_presigned_url("get_object", Params=params, ExpiresIn=900)
+    assert signed
+    assert url.split("?")[0] == expected.split("?")[0]
+    assert query == dict(parse_qsl(urlsplit(expected).query, keep_blank_values=True))
+    assert query["X-Amz-Expires"] == "900" and query["X-Amz-SignedHeaders"] == "host"
+    assert (query.get("X-Amz-Security-Token") == token) and len(query["X-Amz-Signature"]) == 64
+
+
+def _payer_in_query(request, **_):
+    """What a presigned URL must do with requester-pays: carry it in the signed query."""
+    value = request.headers.get("x-amz-request-payer")
+    if value:
+        del request.headers["x-amz-request-payer"]
+        request.url += f"{'&' if '?' in request.url else '?'}x-amz-request-payer={value}"
