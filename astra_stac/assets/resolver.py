@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 DIRECT = "direct"
 CONVERTED = "converted"
 _TIFF_MEDIA = ("image/tiff", "image/vnd.stac.geotiff")
-_MAX_LOCAL_PATHS = 4096
+_MAX_REMEMBERED = 4096  # hrefs and paths; forgotten all at once past this
 
 
 @dataclass
@@ -124,6 +124,7 @@ class AssetResolver:
         self.remote_sizes = RemoteSizes(settings.convert.remote_size_timeout_seconds)
         self._url_signer: UrlSigner | None = None
         self._local_paths: dict[str, tuple[Path, str]] = {}
+        self._sources: dict[tuple[str | None, str], Source] = {}
 
     @property
     def url_signer(self) -> UrlSigner:
@@ -207,24 +208,42 @@ class AssetResolver:
     def _resolve_at_once(
         self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
     ) -> _Output | None:
-        """Its answer without a task when nothing needs I/O beyond a stat — a local COG
-        already validated, a public https COG with a `file:size` —; None otherwise."""
+        """Its answer without a task when nothing needs I/O beyond a stat: a local COG
+        already validated, an S3 COG whose size is known, a public https COG with a
+        `file:size`. None otherwise."""
         if not output.is_geotiff:
             return None
-        source = parse_href(band.href, self.local.root, provider)
-        if source.kind is SourceKind.HTTP:
-            size = _declared_size(band)
-            if not is_cog_media_type(band.media_type) or size is None:
+        source = self._source(band.href, provider)
+        if source.kind is SourceKind.LOCAL:
+            local = self._local_file(source)
+            if known_cog_validation(str(local.path), local.fingerprint) is not True:
                 return None
-            if any(signer.handles(source.href) for signer in self.signers):
+            return self._direct_local(band, local, base_url)
+        if not is_cog_media_type(band.media_type):
+            return None
+        if source.kind is SourceKind.S3:
+            assert source.bucket is not None and source.key is not None
+            size = self.s3.known_size(source.bucket, source.key)
+            if size is None:
                 return None
-            return _Output(band, source.href, COG_MEDIA_TYPE, size, self._expiry(), False, DIRECT)
-        if source.kind is not SourceKind.LOCAL:
+            url, signed = self.s3.presign(source.bucket, source.key, self.ttl)
+            return _Output(band, url, COG_MEDIA_TYPE, size, self._expiry(), signed, DIRECT)
+        size = _declared_size(band)
+        if size is None or any(signer.handles(source.href) for signer in self.signers):
             return None
-        local = self._local_file(source)
-        if known_cog_validation(str(local.path), local.fingerprint) is not True:
-            return None
-        return self._direct_local(band, local, base_url)
+        return _Output(band, source.href, COG_MEDIA_TYPE, size, self._expiry(), False, DIRECT)
+
+    def _source(self, href: str, provider: Provider | None) -> Source:
+        """`parse_href`, remembered per provider and href (it runs for every band of
+        every request; the allow-lists do not change while the app runs)."""
+        key = (provider.prefix if provider is not None else None, href)
+        source = self._sources.get(key)
+        if source is None:
+            source = parse_href(href, self.local.root, provider)
+            if len(self._sources) >= _MAX_REMEMBERED:
+                self._sources.clear()
+            self._sources[key] = source
+        return source
 
     def _direct_local(self, band: ResolvedBand, local: _LocalFile, base_url: str) -> _Output:
         href, expires = self._signed_download(local.download_path, base_url)
@@ -233,7 +252,7 @@ class AssetResolver:
     async def _resolve_band(
         self, band: ResolvedBand, output: OutputFormat, base_url: str, provider: Provider | None
     ) -> _Output:
-        source = parse_href(band.href, self.local.root, provider)
+        source = self._source(band.href, provider)
         local = self._local_file(source) if source.kind is SourceKind.LOCAL else None
         if output.is_geotiff and await self._is_cog(source, band, local):
             return await self._direct(source, band, base_url, local)
@@ -275,7 +294,7 @@ class AssetResolver:
             # Refuses files outside the storage root, and missing ones.
             download_path = self.local.download_path(source.path)
             known = (source.path.resolve(), download_path)
-            if len(self._local_paths) >= _MAX_LOCAL_PATHS:
+            if len(self._local_paths) >= _MAX_REMEMBERED:
                 self._local_paths.clear()
             self._local_paths[key] = known
         path, download_path = known
