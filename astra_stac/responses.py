@@ -8,10 +8,16 @@ import orjson
 from starlette.responses import Response
 
 
-class GeoJSONResponse(Response):
-    """A STAC item or item collection, serialised once with orjson."""
+class JsonResponse(Response):
+    """A JSON document, serialised once with orjson."""
 
-    media_type = "application/geo+json"
+    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class GeoJSONResponse(JsonResponse):
+    """A STAC item or item collection, serialised once with orjson."""
+
+    media_type = "application/geo+json"

@@ -15,7 +15,15 @@ from astra_stac.ids import parse_scene_id
 from astra_stac.responses import GeoJSONResponse
 from astra_stac.stac.scoping import scope_item
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The scene's STAC item.",
+        "content": {
+            "application/geo+json": {
+                "schema": {"type": "object", "description": "A STAC Item (GeoJSON Feature)."}
+            }
+        },
+    },
     400: {"description": "INVALID_ID_FORMAT: the id is not provider:original_id."},
     401: {"description": "UNAUTHORIZED: missing or invalid API key."},
     404: {"description": "SCENE_NOT_FOUND: no scene has this id."},
@@ -62,6 +70,6 @@ class ScenesExtension(ApiExtension):
             methods=["GET"],
             name="Scene details",
             response_class=GeoJSONResponse,
-            responses=ERROR_RESPONSES,
+            responses=RESPONSES,
         )
         app.include_router(router)

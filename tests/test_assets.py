@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import rasterio
@@ -147,6 +148,22 @@ def test_the_published_example_has_the_live_shape(client, auth):
         for field in ("type", "title", "eo:bands", "gsd", "astra:routing", "astra:signed"):
             assert asset[field] == documented[field], field
     assert body["metadata"] == example["metadata"]
+
+
+@pytest.mark.parametrize("fmt", ["cog", "png"])
+def test_answers_match_the_documented_openapi(client, auth, local_scene, fmt):
+    """The OpenAPI document describes the parameters and the body clients get."""
+    operation = client.app.openapi()["paths"]["/api/v1/assets"]["get"]
+    assert [p["name"] for p in operation["parameters"]] == ["scene_id", "bands", "format"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator(schema)
+    for scene in (DEMO_SCENE, local_scene):
+        response = resolve(client, auth, scene_id=scene, format=fmt)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert body["assets"] and not list(validator.iter_errors(body)), body
+    assert list(validator.iter_errors({**body, "metadata": {"routing": "sideways"}}))
 
 
 def test_every_demo_scene_resolves_every_band(client, auth):

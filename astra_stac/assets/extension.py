@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import attr
 from brotli_asgi import BrotliMiddleware
 from fastapi import APIRouter, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse
 from stac_fastapi.types.extension import ApiExtension
 from stac_fastapi.types.requests import get_base_url
 from starlette.middleware import Middleware
@@ -18,10 +17,55 @@ from starlette.responses import FileResponse
 from astra_stac.assets.download import signed_file_response
 from astra_stac.assets.resolver import AssetResolver
 from astra_stac.assets.settings import AssetSettings
+from astra_stac.responses import JsonResponse
 
 DOWNLOAD_ROUTE = "/download"
 
-RESOLVE_ERRORS: dict[int | str, dict[str, Any]] = {
+_NULLABLE_STRING = {"type": ["string", "null"]}
+RESOLVED_ASSET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["href", "type", "title", "file:size", "eo:bands", "expires_at"],
+    "properties": {
+        "href": {"type": "string", "description": "Downloads with no further auth."},
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "file:size": {"type": ["integer", "null"], "description": "Bytes the href returns."},
+        "eo:bands": {"type": "array", "items": {"type": "object"}},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "gsd": {"type": "number"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "astra:routing": {"enum": ["direct", "converted"]},
+        "astra:signed": {"type": "boolean"},
+    },
+}
+RESOLVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["scene_id", "format", "assets", "metadata"],
+    "properties": {
+        "scene_id": {"type": "string"},
+        "format": {"enum": ["cog", "geotiff", "png", "jpeg"]},
+        "assets": {
+            "type": "object",
+            "description": "Keyed by native band name.",
+            "additionalProperties": RESOLVED_ASSET_SCHEMA,
+        },
+        "metadata": {
+            "type": "object",
+            "required": ["crs", "resolution", "source_provider", "routing"],
+            "properties": {
+                "crs": _NULLABLE_STRING,
+                "resolution": {"type": ["number", "null"]},
+                "source_provider": _NULLABLE_STRING,
+                "routing": {"enum": ["direct", "converted"]},
+            },
+        },
+    },
+}
+RESOLVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Signed hrefs of the scene's bands.",
+        "content": {"application/json": {"schema": RESOLVE_SCHEMA}},
+    },
     400: {
         "description": "INVALID_PARAMETER (scene_id missing), INVALID_ID_FORMAT, "
         "UNKNOWN_BAND or UNKNOWN_FORMAT."
@@ -35,6 +79,27 @@ RESOLVE_ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"description": "ASSET_UNAVAILABLE: the file could not be read, signed or converted."},
     507: {"description": "INSUFFICIENT_STORAGE: the conversion cache is out of space."},
 }
+RESOLVE_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "title": name.replace("_", " ").title()},
+    }
+    for name, description in (
+        (
+            "scene_id",
+            "Provider-scoped scene id, e.g. sentinel-2:S2B_MSIL2A_20250115T184929 "
+            "(required; without it the answer is 400 INVALID_PARAMETER).",
+        ),
+        (
+            "bands",
+            "Comma-separated native (B04,B08) or common (red,nir) band names; omit for every band.",
+        ),
+        ("format", "cog (default), geotiff, png or jpeg."),
+    )
+]
 DOWNLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     206: {"description": "The requested byte range."},
     403: {"description": "INVALID_SIGNATURE or SIGNATURE_EXPIRED."},
@@ -59,34 +124,21 @@ def _resolver(request: Request) -> AssetResolver:
     return resolver
 
 
-async def resolve_assets(
-    request: Request,
-    scene_id: Annotated[
-        str | None,
-        Query(description="Provider-scoped scene id, e.g. sentinel-2:S2B_MSIL2A_20250115T184929"),
-    ] = None,
-    bands: Annotated[
-        str | None,
-        Query(
-            description="Comma-separated native (B04,B08) or common (red,nir) band names; "
-            "omit for every band."
-        ),
-    ] = None,
-    format: Annotated[
-        str | None,
-        Query(description="cog (default), geotiff, png or jpeg."),
-    ] = None,
-) -> JSONResponse:
+async def resolve_assets(request: Request) -> JsonResponse:
     """Signed download URLs for a scene's bands in the requested format."""
+    # The parameters are read here, not declared to FastAPI: its per-request
+    # parameter machinery cost ~0.3 ms of a ~2 ms answer. `RESOLVE_PARAMETERS`
+    # documents them; the resolver checks every one.
+    query = request.query_params
     body = await _resolver(request).resolve(
         request.app.state.catalog,
         request.app.state.registry,
-        scene_id,
-        bands,
-        format,
+        query.get("scene_id"),
+        query.get("bands"),
+        query.get("format"),
         get_base_url(request),
     )
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return JsonResponse(body, headers={"Cache-Control": "no-store"})
 
 
 async def download(
@@ -123,7 +175,9 @@ class AssetsExtension(ApiExtension):
             resolve_assets,
             methods=["GET"],
             name="Asset resolver",
-            responses=RESOLVE_ERRORS,
+            response_class=JsonResponse,
+            responses=RESOLVE_RESPONSES,
+            openapi_extra={"parameters": RESOLVE_PARAMETERS},
         )
         for method in ("GET", "HEAD"):
             router.add_api_route(
