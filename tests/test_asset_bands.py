@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from astra_stac.assets.bands import band_table_for, is_cog_media_type, map_bands
+from astra_stac.assets.bands import (
+    _bound,
+    _layouts,
+    _map_scene_bands,
+    band_table_for,
+    is_cog_media_type,
+    map_bands,
+)
 from astra_stac.errors import UnknownBand
 from astra_stac.ingest.normalize import normalize_item
 from astra_stac.providers import load_registry
@@ -256,3 +263,49 @@ def test_a_changed_item_is_mapped_again_not_answered_from_memory():
     del changed["assets"]["B04"]
     with pytest.raises(UnknownBand):
         map_bands(changed, REGISTRY, ["B04"])
+
+
+def _another_scene(item: dict) -> dict:
+    """The same layout, another scene: other hrefs, sizes, projection and statistics."""
+    other = copy.deepcopy(item)
+    other["id"] = f"{item['id']}-other"
+    for key, asset in other["assets"].items():
+        asset["href"] = f"https://elsewhere.example.org/{key}.tif"
+        asset["file:size"] = 12345
+        asset["proj:transform"] = [20.0, 0.0, 1.0, 0.0, -20.0, 2.0]
+        for band in asset.get("raster:bands") or []:
+            if isinstance(band, dict):
+                band["statistics"] = {"minimum": 1, "maximum": 2}
+    return other
+
+
+@pytest.mark.parametrize("path", ITEMS, ids=lambda p: str(p.relative_to(REAL)))
+def test_scenes_of_one_layout_map_alike_each_with_its_own_assets(path):
+    item = _load(path, normalized=True)
+    first = map_bands(item, REGISTRY, None)
+    other = _another_scene(item)
+    layouts = dict(_layouts)
+    remembered = map_bands(other, REGISTRY, None)
+    assert dict(_layouts) == layouts  # answered from the layout mapped for `item`
+    assert remembered == _bound(_map_scene_bands(other, REGISTRY), other)  # mapped afresh
+    assert [b.native_name for b in remembered] == [b.native_name for b in first]
+    for mine, theirs in zip(first, remembered, strict=True):
+        assert mine.asset is item["assets"][mine.asset_key]
+        assert theirs.asset is other["assets"][theirs.asset_key]
+        assert theirs.href.startswith("https://elsewhere.example.org/")
+        assert (mine.gsd, mine.names, mine.title) == (theirs.gsd, theirs.names, theirs.title)
+    (red,) = map_bands(other, REGISTRY, ["red"])
+    assert red.asset is other["assets"][red.asset_key]
+    assert map_bands(item, REGISTRY, ["red"])[0].asset is item["assets"][red.asset_key]
+
+
+def test_a_changed_layout_is_mapped_again():
+    item = _load(REAL / "earth-search/sentinel-2-l2a/S2A_13TDE_20231008_0_L2A.json", True)
+    (red,) = map_bands(item, REGISTRY, ["red"])
+    changed = _another_scene(item)
+    changed["assets"]["red"]["type"] = "image/tiff; application=geotiff"  # not a COG now
+    (still_red,) = map_bands(changed, REGISTRY, ["red"])
+    assert still_red.media_type == "image/tiff; application=geotiff"
+    changed["assets"]["red"]["roles"] = ["overview"]  # no longer a band asset
+    (other_red,) = map_bands(changed, REGISTRY, ["red"])
+    assert (red.asset_key, other_red.asset_key) == ("red", "red-jp2")

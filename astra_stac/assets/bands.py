@@ -21,7 +21,7 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -175,7 +175,9 @@ def _asset_bands(item: dict[str, Any], asset: dict[str, Any]) -> list[_RawBand] 
         declared = asset.get("eo:bands")
     if not isinstance(declared, list) or not declared:
         return None
-    item_bands = (item.get("properties") or {}).get("eo:bands") or []
+    item_bands = (item.get("properties") or {}).get("eo:bands")
+    if not isinstance(item_bands, list):
+        item_bands = []
     bands = []
     for entry in declared:
         # STAC 0.9/1.0-beta: indices into the item's eo:bands.
@@ -405,31 +407,93 @@ def _preference(band: ResolvedBand, order: int) -> tuple[bool, float, bool, int]
     )
 
 
-# Scenes whose bands were mapped lately, by a digest of the item's JSON: every resolve
-# reads the item afresh, and mapping its assets costs ~0.4 ms, ~7× the digest.
-_SCENE_BANDS_CACHE_SIZE = 2048
-_scene_bands_cache: OrderedDict[bytes, tuple[ProviderRegistry, list[ResolvedBand]]] = OrderedDict()
+# Band mapping reads only these parts of an item, its *layout*; keep them in step with
+# the functions above. A provider's scenes share a few layouts (the same asset keys,
+# media types and band metadata; hrefs, sizes, projections and statistics differ), so
+# bands are mapped once per layout and each scene gets them bound to its own assets.
+_LAYOUT_PROPERTIES = ("platform", "eo:platform", "astra:collection", "gsd", "eo:gsd")
+_LAYOUT_BAND_FIELDS = (
+    "name",
+    "common_name",
+    "eo:common_name",
+    "center_wavelength",
+    "eo:center_wavelength",
+    "gsd",
+)
+_LAYOUTS_SIZE = 1024
+_layouts: OrderedDict[bytes, tuple[ProviderRegistry, list[ResolvedBand]]] = OrderedDict()
+
+
+def _bands_layout(entries: object) -> object:
+    if not isinstance(entries, list):
+        return None
+    return [
+        [entry.get(f) for f in _LAYOUT_BAND_FIELDS] if isinstance(entry, dict) else entry
+        for entry in entries
+    ]
+
+
+def _asset_layout(asset: object) -> object:
+    if not isinstance(asset, dict):
+        return None
+    raster = asset.get("raster:bands")
+    first = raster[0] if isinstance(raster, list) and raster else None
+    return (
+        bool(asset.get("href")),
+        asset.get("type"),
+        asset.get("roles"),
+        _bands_layout(asset.get("bands")),
+        _bands_layout(asset.get("eo:bands")),
+        asset.get("gsd"),
+        first.get("spatial_resolution") if isinstance(first, dict) else None,
+    )
+
+
+def _layout_key(item: dict[str, Any]) -> bytes | None:
+    """A digest of what band mapping reads from the item (None: not digestible)."""
+    props = item.get("properties")
+    props = props if isinstance(props, dict) else {}
+    assets = item.get("assets")
+    layout: list[Any] = [
+        item.get("collection"),
+        [props.get(name) for name in _LAYOUT_PROPERTIES],
+        _bands_layout(props.get("eo:bands")),
+    ]
+    if isinstance(assets, dict):
+        layout.extend((key, _asset_layout(asset)) for key, asset in assets.items())
+    try:
+        return hashlib.blake2b(orjson.dumps(layout), digest_size=16).digest()
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits
+        return None
+
+
+def _unbound_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
+    """The scene's bands, their `asset` not necessarily this item's: bind before use.
+
+    Bands of a remembered layout carry an empty `asset`, never another scene's.
+    """
+    key = _layout_key(item)
+    if key is None:
+        return _map_scene_bands(item, registry)
+    cached = _layouts.get(key)
+    if cached is not None and cached[0] is registry:
+        _layouts.move_to_end(key)
+        return cached[1]
+    bands = _map_scene_bands(item, registry)
+    _layouts[key] = (registry, [replace(band, asset={}) for band in bands])
+    if len(_layouts) > _LAYOUTS_SIZE:
+        _layouts.popitem(last=False)
+    return bands
+
+
+def _bound(bands: Iterable[ResolvedBand], item: dict[str, Any]) -> list[ResolvedBand]:
+    assets = item["assets"]
+    return [replace(band, asset=assets[band.asset_key]) for band in bands]
 
 
 def scene_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
-    """Each band of the scene once, in band-table order, from its best asset.
-
-    Memoised by item content: a scene mapped before (same JSON, same registry)
-    answers from memory, a changed item is a new entry.
-    """
-    try:
-        key = hashlib.blake2b(orjson.dumps(item), digest_size=16).digest()
-    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits: map it uncached
-        return _map_scene_bands(item, registry)
-    cached = _scene_bands_cache.get(key)
-    if cached is not None and cached[0] is registry:
-        _scene_bands_cache.move_to_end(key)
-        return list(cached[1])
-    bands = _map_scene_bands(item, registry)
-    _scene_bands_cache[key] = (registry, bands)
-    if len(_scene_bands_cache) > _SCENE_BANDS_CACHE_SIZE:
-        _scene_bands_cache.popitem(last=False)
-    return list(bands)
+    """Each band of the scene once, in band-table order, from its best asset."""
+    return _bound(_unbound_bands(item, registry), item)
 
 
 def _map_scene_bands(item: dict[str, Any], registry: ProviderRegistry) -> list[ResolvedBand]:
@@ -468,10 +532,10 @@ def map_bands(
     case-insensitive and a band asked for twice (`red,B04`) appears once. An
     unknown name raises `UnknownBand` listing the bands the scene has.
     """
-    bands = scene_bands(item, registry)
+    bands = _unbound_bands(item, registry)
     tokens = [t.strip() for t in (requested or []) if t and t.strip()]
     if not tokens:
-        return bands
+        return _bound(bands, item)
     chosen: dict[str, ResolvedBand] = {}
     for token in tokens:
         wanted = token.lower()
@@ -486,4 +550,4 @@ def map_bands(
             )
         for band in matches:
             chosen.setdefault(band.native_name, band)
-    return list(chosen.values())
+    return _bound(chosen.values(), item)
