@@ -30,6 +30,12 @@ _ERRORS_PROTECTED = {
     "403": "The key's scope is too small, or a signature is invalid (FORBIDDEN).",
     "429": "Rate limited (TOO_MANY_REQUESTS); see Retry-After.",
 }
+# Routes that read a scene's band files (the tiler's, under /scenes/{scene_id}/).
+_SCENE_FILE_ROUTE = "/scenes/{scene_id}/"
+_ERRORS_SCENE_FILES = {
+    "422": "A band file is somewhere the server does not read (ASSET_NOT_ALLOWED).",
+    "502": "A band file could not be read (ASSET_UNAVAILABLE).",
+}
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
@@ -58,12 +64,14 @@ def document_errors_and_auth(schema: dict[str, Any], is_public: Callable[[str], 
             if not is_public(path):
                 operation["security"] = [{"bearerAuth": []}]
                 errors.update(_ERRORS_PROTECTED)
-            for status, description in errors.items():
-                response = responses.setdefault(status, _error(description))
-                response.setdefault("content", _error(description)["content"])
+            if _SCENE_FILE_ROUTE in path:
+                errors.update(_ERRORS_SCENE_FILES)
             # FastAPI documents 422 for validation; this API answers 400 instead
             if "HTTPValidationError" in str(responses.get("422", "")):
                 del responses["422"]
+            for status, description in errors.items():
+                response = responses.setdefault(status, _error(description))
+                response.setdefault("content", _error(description)["content"])
 
 
 def install(app: FastAPI, is_public: Callable[[str], bool]) -> None:

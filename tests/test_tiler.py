@@ -292,6 +292,18 @@ def test_tiler_routes_need_a_key(client):
     assert_error(post, 401, "UNAUTHORIZED")
 
 
+def test_tiler_routes_document_their_errors(client):
+    paths = client.app.openapi()["paths"]
+    scene_routes = [p for p in paths if p.startswith("/api/v1/scenes/{scene_id}/")]
+    assert len(scene_routes) > 10
+    for path in scene_routes:
+        for operation in paths[path].values():
+            for status in ("400", "401", "403", "404", "422", "502", "503"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+            assert "ASSET_UNAVAILABLE" in operation["responses"]["502"]["description"]
+
+
 def test_read_keys_may_post_statistics_for_a_feature(client, auth):
     feature = {
         "type": "Feature",
