@@ -16,7 +16,7 @@ What it does, in order:
    - `https` scenes (a third of the Sentinel-2 ones): the Earth Search `https://`
      COG hrefs as they are, with `file:size` (public hrefs are returned unchanged);
    - `s3` scenes (the last third): `s3://astra-bench/cogs/<band>-<k>.tif`, the same
-     files in a real S3-compatible server on loopback (moto), presigned by boto3
+     files in a real S3-compatible server on loopback (moto), presigned as in production
      (object sizes from a `HEAD`, cached per object);
 2. serves astra-stac (`astra_stac.app:create_app`, production settings, a key
    checked against the database on every request) under `uvicorn[standard]`;
@@ -327,7 +327,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"and nir hrefs point at {params['files']} real 1024×1024 uint16 COGs per band under "
         "the storage root (shared by many scenes, as a handful of files would be; other "
         "bands at one file each); `s3` scenes at the same files in a moto S3 server on "
-        "loopback (boto3 presigned URLs); `https` scenes keep their Earth Search COG "
+        "loopback (presigned URLs); `https` scenes keep their Earth Search COG "
         "hrefs with `file:size`. Each request is a "
         "different random scene, the same scenes on both routes: `GET /api/v1/scenes/{id}` "
         f"and `GET /api/v1/assets?scene_id={{id}}&bands={BANDS}` (answers checked: `direct` "
