@@ -6,8 +6,10 @@ bad input the same way and never leak a stack trace.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 from typing import Any
 
 from asyncpg import exceptions as pg_errors
@@ -198,8 +200,35 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     pg_errors.TooManyConnectionsError,
     pg_errors.InterfaceError,
 )
-_FOREIGN_ERRORS.update({exc: (503, "SERVICE_UNAVAILABLE") for exc in DATABASE_UNAVAILABLE})
+_FOREIGN_ERRORS.update(
+    {exc: (503, "SERVICE_UNAVAILABLE") for exc in DATABASE_UNAVAILABLE if exc is not OSError}
+)
 DATABASE_UNAVAILABLE_MESSAGE = "The catalogue database is unavailable; try again shortly."
+# Of the other OSErrors reaching a route, these mean a connection failed (asyncpg's,
+# in practice; asyncio's "Multiple exceptions" for a host of several addresses has no
+# errno). The rest are the server's own (a file it cannot read): 500, not "database".
+_CONNECTION_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
+def is_connection_failure(exc: OSError) -> bool:
+    """Whether an OSError is a failed network connection rather than a file error."""
+    return (
+        isinstance(exc, ConnectionError | socket.gaierror)
+        or exc.errno is None
+        or exc.errno in _CONNECTION_ERRNOS
+    )
 
 # rio-tiler's and titiler's errors on the tiler routes. Most come from request
 # parameters (400); a band file that cannot be read is the upstream's fault (502).
@@ -282,6 +311,17 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "INTERNAL_ERROR", "The server could not complete the request.")
 
 
+_database_unavailable = _foreign_error_handler(503, "SERVICE_UNAVAILABLE")
+
+
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OSError)
+    if is_connection_failure(exc):
+        response: JSONResponse = await _database_unavailable(request, exc)
+        return response
+    return await _unexpected_error(request, exc)
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Install the one error shape for every route of `app`."""
     app.add_exception_handler(AstraError, _astra_error)
@@ -293,4 +333,5 @@ def register_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(
             exc_type, _foreign_error_handler(status_code, code, ASSET_UNAVAILABLE_MESSAGE)
         )
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected_error)

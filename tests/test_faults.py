@@ -3,10 +3,12 @@ store going down, the conversion cache filling up, and an ingest killed mid-run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +23,15 @@ import numpy as np
 import psycopg
 import pytest
 import rasterio
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
 from astra_stac.auth import store
 from astra_stac.auth.keys import Scope
 from astra_stac.db.embedded import EmbeddedPostgres
 from astra_stac.db.migrate import migrate
+from astra_stac.errors import register_error_handlers
 from astra_stac.ingest.load import upsert
 from astra_stac.ingest.normalize import normalize_item, template_collection
 from astra_stac.providers import load_registry
@@ -291,3 +296,34 @@ def test_a_killed_ingest_is_completed_by_running_it_again(empty_dsn, tmp_path):
     assert totals["failed"] == 0
     ids = _stored_ids(empty_dsn)
     assert len(ids) == len(set(ids)) == count
+
+
+@pytest.mark.parametrize(
+    ("error", "database_away"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"), True),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), True),
+        (OSError("Multiple exceptions: [Errno 111] …, [Errno 99] …"), True),
+        (socket.gaierror(-2, "Name or service not known"), True),
+        (PermissionError(errno.EACCES, "Permission denied", "/srv/x.tif"), False),
+        (IsADirectoryError(errno.EISDIR, "Is a directory", "/srv"), False),
+    ],
+)
+def test_only_connection_failures_are_reported_as_the_database_being_away(error, database_away):
+    """A file error is the server's own (500), not 'the catalogue database is unavailable'."""
+    app = FastAPI()
+    register_error_handlers(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise error
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/fails")
+    body = response.json()
+    if database_away:
+        assert (response.status_code, body["code"]) == (503, "SERVICE_UNAVAILABLE")
+        assert "database" in body["description"]
+    else:
+        assert (response.status_code, body["code"]) == (500, "INTERNAL_ERROR")
+        assert "database" not in body["description"] and "/srv" not in response.text
