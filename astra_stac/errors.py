@@ -230,6 +230,7 @@ def is_connection_failure(exc: OSError) -> bool:
         or exc.errno in _CONNECTION_ERRNOS
     )
 
+
 # rio-tiler's and titiler's errors on the tiler routes. Most come from request
 # parameters (400); a band file that cannot be read is the upstream's fault (502).
 # RasterioIOError is also an OSError: listed here, it is not taken for the database.
